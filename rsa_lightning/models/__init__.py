@@ -1,0 +1,3 @@
+from rsa_lightning.models.resnet import Bottleneck, DropPath, ResNet
+
+__all__ = ["Bottleneck", "DropPath", "ResNet"]

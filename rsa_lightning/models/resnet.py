@@ -1,0 +1,196 @@
+"""TSN-style ResNet on clips (B, C, T, H, W) with an injectable space-time mixer.
+
+Every frame goes through a 2D ResNet (kernels (1, k, k), time never downsampled) except at the blocks listed in
+``stmixer_positions``, whose spatial 3x3 convolution is replaced by ``stmixer`` (e.g. an RSA layer), which mixes
+space *and* time. With no ``stmixer`` the network is a frame-wise TSN. The head pools space per frame, applies
+dropout and a linear classifier per frame, and averages the logits over time (TSN average consensus).
+
+Module names follow torchvision's ResNet (``conv1 bn1 layer1..4``, blocks ``conv1 bn1 conv2 bn2 conv3 bn3
+downsample``) so ImageNet and official RSANet weights map onto it key by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import torch
+from torch import nn
+
+from rsa_lightning.layers.conv import SpatialConv
+
+MixerFactory = Callable[..., nn.Module]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``1 - survival``; scale by 1/survival."""
+
+    def __init__(self, survival: float) -> None:
+        super().__init__()
+        if not 0.0 < survival <= 1.0:
+            raise ValueError(f"survival probability must be in (0, 1], got {survival}")
+        self.survival = survival
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.survival == 1.0:
+            return x
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(self.survival)
+        return x * mask / self.survival
+
+    def extra_repr(self) -> str:
+        return f"survival={self.survival:.3f}"
+
+
+class Bottleneck(nn.Module):
+    """1x1x1 -> mixer (the spatial 3x3 conv, or an RSA layer) -> 1x1x1, with a residual connection."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int,
+        mixer: MixerFactory,
+        survival: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.conv2 = mixer(in_channels=width, out_channels=width, stride=stride)
+        self.bn2 = nn.BatchNorm3d(width)
+        self.conv3 = nn.Conv3d(width, out_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm3d(out_channels)
+        nn.init.zeros_(self.bn3.weight)  # each block starts as the identity
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: Optional[nn.Sequential] = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=(1, stride, stride), bias=False),
+                nn.BatchNorm3d(out_channels),
+            )
+        self.drop_path = DropPath(survival)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(self.drop_path(out) + identity)
+
+
+class ResNet(nn.Module):
+    """A TSN ResNet whose blocks at ``stmixer_positions`` use ``stmixer`` instead of the spatial conv.
+
+    Args:
+        num_classes: classifier outputs.
+        block_counts: bottleneck blocks per stage (ResNet-50: 3, 4, 6, 3).
+        widths: bottleneck (mixer) width per stage; a stage outputs ``width * expansion`` channels.
+        expansion: bottleneck expansion (4 in ResNet-50).
+        stem_width: channels of the stem convolution.
+        stem_kernel: spatial size of the stem convolution (7 in ResNet-50).
+        stmixer: factory ``(in_channels=, out_channels=, stride=) -> nn.Module`` for the space-time mixer, e.g.
+            ``functools.partial(RelationalSelfAttention, num_heads=8, kernel_size=(5, 7, 7))``; None: frame-wise TSN.
+        stmixer_positions: per stage, the 0-based indices of the blocks that use ``stmixer``.
+        spatial_mixer: factory for every other block's mixer (default: the 3x3 spatial conv).
+        dropout: dropout before the classifier.
+        drop_path_rate: stochastic depth; survival falls linearly from 1 (first block) to ``1 - drop_path_rate``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        block_counts: Sequence[int] = (3, 4, 6, 3),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        expansion: int = 4,
+        stem_width: int = 64,
+        stem_kernel: int = 7,
+        stmixer: Optional[MixerFactory] = None,
+        stmixer_positions: Sequence[Sequence[int]] = (),
+        spatial_mixer: MixerFactory = SpatialConv,
+        dropout: float = 0.3,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(block_counts) != len(widths):
+            raise ValueError(f"block_counts {list(block_counts)} and widths {list(widths)} need the same length")
+        positions = [list(p) for p in stmixer_positions] if stmixer is not None else []
+        if stmixer is not None:
+            if len(positions) != len(block_counts):
+                raise ValueError(
+                    f"stmixer_positions needs one list per stage ({len(block_counts)}), got {stmixer_positions}"
+                )
+            for stage, (count, pos) in enumerate(zip(block_counts, positions)):
+                bad = [p for p in pos if not 0 <= p < count]
+                if bad:
+                    raise ValueError(f"stmixer_positions[{stage}] has {bad}: stage {stage} has {count} blocks")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+
+        self.conv1 = nn.Conv3d(
+            3,
+            stem_width,
+            kernel_size=(1, stem_kernel, stem_kernel),
+            stride=(1, 2, 2),
+            padding=(0, stem_kernel // 2, stem_kernel // 2),
+            bias=False,
+        )
+        self.bn1 = nn.BatchNorm3d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+        total = sum(block_counts)
+        block_id = 0
+        in_channels = stem_width
+        for stage, (count, width) in enumerate(zip(block_counts, widths)):
+            blocks = []
+            for i in range(count):
+                survival = 1.0 - drop_path_rate * block_id / max(total - 1, 1)
+                use_st = stmixer is not None and i in positions[stage]
+                blocks.append(
+                    Bottleneck(
+                        in_channels=in_channels,
+                        width=width,
+                        out_channels=width * expansion,
+                        stride=2 if (i == 0 and stage > 0) else 1,
+                        mixer=stmixer if use_st else spatial_mixer,
+                        survival=survival,
+                    )
+                )
+                in_channels = width * expansion
+                block_id += 1
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.num_stages = len(block_counts)
+        self.num_features = in_channels
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Kaiming (fan-out) for the network's own convolutions; a space-time mixer keeps its own initialisation.
+        mixers = [m for m in self.modules() if isinstance(m, Bottleneck) and not isinstance(m.conv2, nn.Conv3d)]
+        own = {id(p) for b in mixers for p in b.conv2.parameters()}
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d) and id(m.weight) not in own:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.fc.weight, std=0.001)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, C, T, H', W')."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in range(self.num_stages):
+            x = getattr(self, f"layer{stage + 1}")(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H', W') -> (B, K): per-frame pooled features -> dropout -> linear, logits averaged over T."""
+        x = x.mean(dim=(3, 4)).transpose(1, 2)  # (B, T, C)
+        logits = self.fc(self.dropout(x))  # (B, T, K)
+        return logits.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"ResNet expects clips of shape (B, 3, T, H, W), got {tuple(x.shape)}")
+        return self.forward_head(self.forward_features(x))

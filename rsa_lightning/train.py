@@ -1,0 +1,70 @@
+"""``train(cfg)``: build data, model, callbacks, loggers and trainer from a Hydra config and fit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from rsa_lightning.utils.config import resolved_container
+from rsa_lightning.utils.instantiate import instantiate_collection
+
+log = logging.getLogger(__name__)
+
+
+class ConfigInCheckpoint(Callback):
+    """Stores the run's resolved config in every checkpoint, so ``eval.py`` can rebuild the model from it alone."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint["config"] = self.config
+
+
+def _metric(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics (and ``best/<monitor>``)."""
+    start = time.time()
+    config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    log.info("data: <%s> from %s", cfg.data._target_, cfg.data.get("root"))
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    log.info("model: <%s>", cfg.model.net._target_)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_collection(cfg.get("callbacks"), "callback") + [ConfigInCheckpoint(config)]
+    loggers = instantiate_collection(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
+    for lg in loggers:
+        lg.log_hyperparams(config)
+
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: _metric(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics[f"best/{checkpoint.monitor}"] = _metric(checkpoint.best_model_score)
+        metrics["best_checkpoint"] = checkpoint.best_model_path  # type: ignore[assignment]
+    metrics["time_min"] = (time.time() - start) / 60.0
+    if cfg.get("test_after_training"):
+        trainer.test(model=model, datamodule=datamodule, ckpt_path="best" if checkpoint else None)
+        metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    return metrics

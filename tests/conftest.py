@@ -1,0 +1,64 @@
+"""Shared test helpers: videos with known frame contents, and composing the real Hydra configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch  # noqa: F401  (imported before decord, as in the library)
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+def frame_brightness(i: int) -> int:
+    """Grey level of frame ``i`` in :func:`write_brightness_video` (distinct by 7 levels, survives H.264)."""
+    return 16 + 7 * (i % 32)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 12) -> Path:
+    """Write uint8 (T, H, W, 3) frames as closed-GOP H.264 mp4 with PyAV (near-lossless)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "4", "g": "8", "bf": "2", "open-gop": "0"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_brightness_video(path: Path, num_frames: int, size: int = 32) -> Path:
+    """A video whose frame ``i`` is uniformly grey at :func:`frame_brightness` ``(i)``."""
+    frames = np.stack([np.full((size, size, 3), frame_brightness(i), np.uint8) for i in range(num_frames)])
+    return write_video(path, frames)
+
+
+def decoded_frame_index(frame: np.ndarray | torch.Tensor) -> int:
+    """Invert :func:`frame_brightness` from a decoded frame's mean grey level."""
+    mean = float(torch.as_tensor(frame).float().mean())
+    return int(round((mean - 16) / 7))
+
+
+@pytest.fixture
+def brightness_dataset(tmp_path: Path) -> Path:
+    """A 3-class list dataset of brightness videos of various lengths under ``tmp_path/ds``."""
+    root = tmp_path / "ds"
+    lengths = [3, 8, 13, 20, 7, 16]
+    lines = []
+    for i, n in enumerate(lengths):
+        write_brightness_video(root / "videos" / f"clip{i}.mp4", n)
+        lines.append(f"videos/clip{i}.mp4 {i % 3}")
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    (root / "annotations" / "classes.txt").write_text("a\nb\nc\n")
+    return root
