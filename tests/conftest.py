@@ -62,3 +62,35 @@ def brightness_dataset(tmp_path: Path) -> Path:
         (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
     (root / "annotations" / "classes.txt").write_text("a\nb\nc\n")
     return root
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path):
+    """Compose ``conf/<config_name>.yaml`` as ``train.py`` / ``eval.py`` would, with the run dir at ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent / "logs")
+        del cfg.hydra
+    return cfg
+
+
+def tiny_synthetic_overrides(root: Path) -> list[str]:
+    """The real synthetic data config shrunk to seconds: 10 classes x 2 train / 1 val clips of 8 frames at 32 px."""
+    return [
+        f"data.root={root}",
+        "data.prepare.train_per_class=2",
+        "data.prepare.val_per_class=1",
+        "data.prepare.num_frames=8",
+        "data.prepare.size=32",
+        "data.scale_size=32",
+        "data.crop_size=32",
+        "data.num_frames=4",
+        "data.batch_size=4",
+        "data.num_workers=0",
+    ]
