@@ -1,0 +1,3 @@
+from rsa_lightning.layers.rsa import RelationalSelfAttention
+
+__all__ = ["RelationalSelfAttention"]

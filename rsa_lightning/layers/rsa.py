@@ -1,0 +1,317 @@
+"""Relational Self-Attention (RSA), the space-time mixer of
+
+    M. Kim, H. Kwon, C. Wang, S. Kwak, M. Cho, "Relational Self-Attention: What's Missing in Attention for Video
+    Understanding", NeurIPS 2021, arXiv 2111.01673 (official code: github.com/KimManjin/RSA, ``ops/rsa.py``).
+
+RSA replaces the dot-product attention map by a dynamic kernel that is predicted from the relations (query-key
+correlations) in a local space-time window, and enriches the values with their own relational structure
+(self-correlations of the values in the window).
+
+Equations, for every position n of the clip (window offsets m, M = kt * kh * kw of them, zero padding at the borders;
+v_{n+m,c} is channel c of the value map at the neighbour n+m). q (per head, over its dk channels), k and v are
+L2-normalised over channels, x / sqrt(sum(x^2) + 1e-6).
+
+    relational kernel base  R[c, d]  = sum_m H1[c, d, m] k_{n+m,c}                       (dk x dd)
+    latent kernel           kappa[h, d] = sum_c q[h, c] (R[c, d] + P1[c, d])           "V+R" (kernel "R": no P1;
+                                                                                         kernel "V": kappa = q)
+    basic context           F[c, d]  = sum_m H2[d, m] v_{n+m,c}                          (dv x dd)
+    relational mixing       A[c, e]  = sum_m G[e, m] v_{n+m,c}                           (dv x dv)
+    context                 F'[e, d] = sum_c (A[c, e] + I[c, e]) F[c, d]                 "V+R" (context "R": A only;
+                                                                                         context "V": F' = F)
+    output                  y[e, h]  = sum_d kappa[h, d] F'[e, d]   -> output channel e * nh + h
+
+Factorisation. Writing the window quantities as M-vectors/matrices (V: M x dv values, K: M x dk keys), the layer
+computes the paper's y = (kappa^V + kappa^R)^T (X^V + X^R) with
+    basic kernel       kappa^V = P q,  P = H2^T P1^T                          (M x dk)
+    relational kernel  kappa^R[m'] = sum_c q_c sum_m H_c[m, m'] k_{n+m,c},  H_c = H1[c]^T H2   (M x M per channel)
+    basic context      X^V = V I                                              (M x dv)
+    relational context X^R = (V V^T) G = V A,  A = V^T G                      (M x dv)
+so no M x M (H) or M x dk (P) transform is ever built: both are factorised through a latent dimension dd (D), and
+every sum over the window is a convolution (H1, H2, G). The loop reference in tests/test_rsa_layer.py follows the
+equations above term by term.
+
+Deviations. Numerically this is the official layer (same parameters, names and shapes, same output channel order, same
+normalisation epsilon); checked against ``ops/rsa.py`` of the official repository. Known differences:
+- Stride: the official layer takes a stride tuple and average-pools (1, 3, 3)/(1, 2, 2) whenever any stride entry
+  is > 1 (a temporal stride would silently pool space). Here stride is one int, 1 or 2, and is spatial only; the
+  pooling itself is the official one.
+- Initialisation: the official layer leaves projection/H1/H2/G at PyTorch's default Conv3d init, but the official
+  ResNet constructor then re-initialises every Conv3d in the network, these included, with
+  ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``. Our ResNet leaves a mixer's initialisation to the mixer,
+  so :meth:`RelationalSelfAttention.reset_parameters` applies that Kaiming init itself. P1 and I are initialised as
+  in the official layer (N(0, 1) * sqrt(1 / (M * dd)) and the identity).
+- I is a learned dv x dv matrix initialised to the identity (official code), so the basic context is V I, not
+  exactly V as in the paper. The official code allocates it as eye(dk), which only works because dk == dv is
+  required for context "V+R"; it has shape (1, dv, dv) here, identical under that constraint.
+- Type names are "V", "R", "V+R" (official: 'V', 'R', 'VplusR').
+- Invalid sizes (dk != dv with context "V+R", dk != dd with kernel "V", dv * nh != out_channels) fail at
+  construction with a ValueError instead of a shape error in the first forward pass; no prints.
+- The official code labels its final rearrange '(b t h w) nh v -> b (nh v)', but the tensor it rearranges is
+  (bthw, v, nh), so its output channel is e * nh + h (value-major). This layer reproduces that order.
+- Contraction order: P1 and I are applied as shared matrices (q P1 and I^T F) instead of being added to the
+  per-position R and A, and when nh < dd the value mixing is applied after the kernel,
+  y = (A + I)^T (F kappa^T), which is cheaper than building F' (dv*dv*nh instead of dv*dv*dd multiply-adds per
+  position and a dv x nh instead of dv x dd intermediate). Equal in exact arithmetic; fp32 results differ from the
+  official order by rounding only.
+
+Axis names used in every einops call:
+    b batch; t h w time, height, width; nh heads; dk query/key channels; dv value channels (c in the equations);
+    dv_out mixed value channels (e); dd latent channels (d); m window offsets (only inside the convolutions);
+    j the axis carried through the value mixing (dd for F', nh for F kappa^T).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from einops import einsum, rearrange
+from torch import nn
+
+KERNEL_TYPES = ("V", "R", "V+R")
+CONTEXT_TYPES = ("V", "R", "V+R")
+L2_EPS = 1e-6
+
+
+def l2_normalise(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x / sqrt(sum(x^2) + 1e-6) along ``dim`` (the official RSA normalisation; eps inside the square root)."""
+    return x / torch.sqrt(x.pow(2).sum(dim=dim, keepdim=True) + L2_EPS)
+
+
+class RelationalSelfAttention(nn.Module):
+    """Relational Self-Attention over a local ``kt x kh x kw`` space-time window; input and output (B, C, T, H, W).
+
+    Derived sizes (an argument left at None is derived):
+        value_channels dv  = out_channels / num_heads; out_channels must equal dv * num_heads.
+        key_channels   dk  = dv (per head for the queries; the single key map also has dk channels).
+        latent_channels dd = dk.
+    The output has dv * num_heads channels, ordered value-major: channel e * num_heads + h is value channel e of
+    head h (the official layout, needed to load its checkpoints).
+
+    Args:
+        in_channels: channels C of the input.
+        out_channels: channels of the output (= dv * num_heads).
+        num_heads: number of queries nh per position, all sharing one key and one value map.
+        kernel_size: window (kt, kh, kw), each odd; zero padding keeps T, H, W.
+        stride: spatial stride, 1 or 2; 2 average-pools the output with a (1, 3, 3) window (official layer).
+        kernel_type: "V" basic kernel only (kappa = q, needs dk == dd), "R" relational only, "V+R" both.
+        context_type: "V" basic context only, "R" relational only, "V+R" both (needs dk == dv, as officially).
+        key_channels: dk; None derives it.
+        value_channels: dv; None derives it.
+        latent_channels: dd; None derives it.
+
+    Parameters (only those the kernel/context types use exist): ``projection`` (1x1x1 conv to nh*dk queries, one
+    dk-channel key unless kernel "V", one dv-channel value), ``H1`` (kernel "R"/"V+R"), ``P1`` (kernel "V+R"),
+    ``H2`` (always), ``G`` (context "R"/"V+R"), ``I`` (context "V+R").
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        num_heads: int = 8,
+        kernel_size: tuple[int, int, int] = (5, 7, 7),
+        stride: int = 1,
+        kernel_type: str = "V+R",
+        context_type: str = "V+R",
+        key_channels: Optional[int] = None,
+        value_channels: Optional[int] = None,
+        latent_channels: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(kernel_size, int):
+            raise ValueError(f"kernel_size must be a tuple (kt, kh, kw) of odd sizes, got the int {kernel_size}")
+        kernel_size = tuple(kernel_size)
+        self._check_arguments(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_heads=num_heads,
+            kernel_size=kernel_size,
+            stride=stride,
+            kernel_type=kernel_type,
+            context_type=context_type,
+            key_channels=key_channels,
+            value_channels=value_channels,
+            latent_channels=latent_channels,
+        )
+        dv = out_channels // num_heads if value_channels is None else value_channels
+        dk = dv if key_channels is None else key_channels
+        dd = dk if latent_channels is None else latent_channels
+        if dv * num_heads != out_channels:
+            raise ValueError(
+                f"value_channels ({dv}) * num_heads ({num_heads}) must equal out_channels ({out_channels})"
+            )
+        if context_type == "V+R" and dk != dv:
+            raise ValueError(
+                f"context_type 'V+R' needs key_channels == value_channels (official layer), got key_channels={dk}, "
+                f"value_channels={dv}"
+            )
+        if kernel_type == "V" and dd != dk:
+            raise ValueError(
+                f"kernel_type 'V' uses the query as the latent kernel, so latent_channels must equal key_channels; "
+                f"got latent_channels={dd}, key_channels={dk}"
+            )
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_heads = num_heads
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.kernel_type = kernel_type
+        self.context_type = context_type
+        self.key_channels = dk
+        self.value_channels = dv
+        self.latent_channels = dd
+        self.window_size = math.prod(kernel_size)
+        # Which side of the value mixing gets the kernel first; see "Contraction order" in the module docstring.
+        self.mix_after_aggregation = num_heads < dd
+
+        padding = tuple(k // 2 for k in kernel_size)
+        has_key = kernel_type != "V"
+        self.projection = nn.Conv3d(in_channels, num_heads * dk + (dk if has_key else 0) + dv, 1, bias=False)
+        if has_key:
+            self.H1 = nn.Conv3d(dk, dk * dd, kernel_size, padding=padding, groups=dk, bias=False)
+        if kernel_type == "V+R":
+            self.P1 = nn.Parameter(torch.empty(1, dk, dd))
+        self.H2 = nn.Conv3d(1, dd, kernel_size, padding=padding, bias=False)
+        if context_type != "V":
+            self.G = nn.Conv3d(1, dv, kernel_size, padding=padding, bias=False)
+        if context_type == "V+R":
+            self.I = nn.Parameter(torch.empty(1, dv, dv))
+        self.pool = (
+            nn.AvgPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if stride == 2 else nn.Identity()
+        )
+        self.reset_parameters()
+
+    @staticmethod
+    def _check_arguments(
+        *,
+        in_channels: int,
+        out_channels: int,
+        num_heads: int,
+        kernel_size: tuple[int, ...],
+        stride: int,
+        kernel_type: str,
+        context_type: str,
+        key_channels: Optional[int],
+        value_channels: Optional[int],
+        latent_channels: Optional[int],
+    ) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in (
+            ("key_channels", key_channels),
+            ("value_channels", value_channels),
+            ("latent_channels", latent_channels),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive or None (derive), got {value}")
+        if len(kernel_size) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_size):
+            raise ValueError(f"kernel_size must be three odd positive sizes (kt, kh, kw), got {kernel_size}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2 (spatial), got {stride}")
+        if kernel_type not in KERNEL_TYPES:
+            raise ValueError(f"kernel_type must be one of {KERNEL_TYPES}, got {kernel_type!r}")
+        if context_type not in CONTEXT_TYPES:
+            raise ValueError(f"context_type must be one of {CONTEXT_TYPES}, got {context_type!r}")
+        if out_channels % num_heads != 0:
+            raise ValueError(f"out_channels ({out_channels}) must be divisible by num_heads ({num_heads})")
+
+    def reset_parameters(self) -> None:
+        """Official initialisation: Kaiming-normal (fan-out, ReLU) convolutions, as the official ResNet applies to
+        every Conv3d; P1 ~ N(0, 1) * sqrt(1 / (M * dd)); I = identity."""
+        for conv in (self.projection, getattr(self, "H1", None), self.H2, getattr(self, "G", None)):
+            if conv is not None:
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.kernel_type == "V+R":
+            with torch.no_grad():
+                self.P1.normal_().mul_(math.sqrt(1.0 / (self.window_size * self.latent_channels)))
+        if self.context_type == "V+R":
+            with torch.no_grad():
+                self.I.copy_(torch.eye(self.value_channels).unsqueeze(0))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, num_heads={self.num_heads}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, kernel_type={self.kernel_type!r}, "
+            f"context_type={self.context_type!r}, key_channels={self.key_channels}, "
+            f"value_channels={self.value_channels}, latent_channels={self.latent_channels}"
+        )
+
+    # --- equations ------------------------------------------------------------------------------------------------
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """Queries, key (None for kernel "V") and value, each L2-normalised over its channels."""
+        dk, dv, nh = self.key_channels, self.value_channels, self.num_heads
+        key_size = dk if self.kernel_type != "V" else 0
+        query, key, value = torch.split(self.projection(x), [nh * dk, key_size, dv], dim=1)
+        query = l2_normalise(rearrange(query, "b (nh dk) t h w -> b nh dk t h w", nh=nh), dim=2)
+        key = l2_normalise(key, dim=1) if key_size else None  # (b, dk, t, h, w)
+        return query, key, l2_normalise(value, dim=1)  # value (b, dv, t, h, w)
+
+    def relational_kernel(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """kappa^R in latent form: sum_c q[h, c] R[c, d], with R[c, d] = sum_m H1[c, d, m] k_{n+m,c}."""
+        base = rearrange(self.H1(key), "b (dk dd) t h w -> b dk dd t h w", dk=self.key_channels)
+        return einsum(query, base, "b nh dk t h w, b dk dd t h w -> b nh dd t h w")
+
+    def basic_kernel(self, query: torch.Tensor) -> torch.Tensor:
+        """kappa^V in latent form: sum_c q[h, c] P1[c, d] (kernel "V": the query itself)."""
+        if self.kernel_type == "V":
+            return query  # (b, nh, dk = dd, t, h, w)
+        return einsum(query, self.P1[0], "b nh dk t h w, dk dd -> b nh dd t h w")
+
+    def kernel(self, query: torch.Tensor, key: Optional[torch.Tensor]) -> torch.Tensor:
+        """Latent kernel kappa (b, nh, dd, t, h, w) of the configured kernel type."""
+        if self.kernel_type == "V":
+            return self.basic_kernel(query)
+        if self.kernel_type == "R":
+            return self.relational_kernel(query, key)
+        return self.basic_kernel(query) + self.relational_kernel(query, key)
+
+    def basic_context(self, value: torch.Tensor) -> torch.Tensor:
+        """F[c, d] = sum_m H2[d, m] v_{n+m,c}: the values of the window projected to dd latent offsets."""
+        per_channel = rearrange(value, "b dv t h w -> (b dv) 1 t h w")
+        return rearrange(self.H2(per_channel), "(b dv) dd t h w -> b dv dd t h w", dv=self.value_channels)
+
+    def relational_mixing(self, value: torch.Tensor) -> torch.Tensor:
+        """A[c, e] = sum_m G[e, m] v_{n+m,c}, so that the relational context is X^R = V A = (V V^T) G."""
+        per_channel = rearrange(value, "b dv t h w -> (b dv) 1 t h w")
+        return rearrange(self.G(per_channel), "(b dv) dv_out t h w -> b dv dv_out t h w", dv=self.value_channels)
+
+    def mix_values(self, features: torch.Tensor, mixing: torch.Tensor) -> torch.Tensor:
+        """sum_c (A[c, e] + I[c, e]) features[c, j] (context "R": A only): basic + relational context."""
+        mixed = einsum(mixing, features, "b dv dv_out t h w, b dv j t h w -> b dv_out j t h w")
+        if self.context_type == "V+R":
+            mixed = mixed + einsum(self.I[0], features, "dv dv_out, b dv j t h w -> b dv_out j t h w")
+        return mixed
+
+    @staticmethod
+    def aggregate(kernel: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """y[e, h] = sum_d kappa[h, d] context[e, d]."""
+        return einsum(kernel, context, "b nh dd t h w, b dv dd t h w -> b dv nh t h w")
+
+    # --- forward --------------------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, T, H, W) -> (B, out_channels, T, H / stride, W / stride)."""
+        if x.dim() != 5:
+            raise ValueError(f"RelationalSelfAttention expects a 5-D (B, C, T, H, W) input, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"RelationalSelfAttention built with in_channels={self.in_channels} got an input with "
+                f"{x.shape[1]} channels (shape {tuple(x.shape)})"
+            )
+        query, key, value = self.project(x)
+        kernel = self.kernel(query, key)  # (b, nh, dd, t, h, w)
+        context = self.basic_context(value)  # F (b, dv, dd, t, h, w)
+        if self.context_type == "V":
+            y = self.aggregate(kernel, context)
+        elif self.mix_after_aggregation:
+            y = self.mix_values(self.aggregate(kernel, context), self.relational_mixing(value))
+        else:
+            y = self.aggregate(kernel, self.mix_values(context, self.relational_mixing(value)))
+        out = rearrange(y, "b dv nh t h w -> b (dv nh) t h w")  # value-major channels e * nh + h
+        return self.pool(out)
