@@ -1,0 +1,783 @@
+"""The embedded default dataset: deterministic, generated videos whose classes are defined by motion alone.
+
+Why a frame-wise network cannot solve it
+----------------------------------------
+A frame-wise model (TSN: a 2D CNN classifies every frame on its own, the logits are averaged over time) only ever
+sees the *bag* of frames of a clip. The dataset is built so that this bag carries (almost) no class information:
+
+* **Time-reversal pairs.** Every class has a partner that is its exact time reversal: ``right_to_left`` is
+  ``left_to_right`` played backwards, and likewise ``down``/``up``, ``away``/``closer``,
+  ``counterclockwise``/``clockwise`` and ``diverge``/``converge``. A reverse clip is rendered from the plan of its
+  forward partner with the frame order reversed, so the two classes have the *same distribution of bags of frames*;
+  only the order of the frames tells them apart. A frame-wise model is therefore at most as good as guessing the
+  pair, i.e. at most 50 % for ten classes, whatever its capacity.
+* **Alike per-frame marginals across pairs.** To keep it from guessing the pair, every clip, whatever its class,
+  shows two foreground objects of the same kind (shape, texture, colours; independent sizes and orientations) on a
+  static, cluttered background. In single-object classes the second object is a static distractor; in
+  ``converge``/``diverge`` both move. Every object state is drawn so that its marginal over frames is the same in
+  every class:
+
+  - a centre coordinate is ``c + u * L`` with the travel ``L`` and the centre ``c`` drawn alike for all objects; a
+    translated object sweeps ``u`` from -1/2 to 1/2 over the clip, a static one keeps a random ``u``;
+  - a size is ``s_mid * R ** u`` (``closer`` sweeps ``u``; every other object keeps a random one);
+  - an orientation is ``theta_mid + u * Theta`` with ``theta_mid`` uniform (``clockwise`` sweeps ``u``).
+
+  The *arrangement* of the two objects is matched too. Objects never overlap, so in the translation classes the
+  distractor keeps clear of the moving object's path; in ``closer`` and ``clockwise`` the first object is placed
+  at a random frame's point of a virtual translation path that the distractor keeps clear of in the same way, and
+  the ``converge`` objects each translate half as far along one axis. An object stays inside the frame by its
+  largest size over the clip. The remaining cross-pair differences are weak statistical cues: a frame-wise CNN
+  trained on the default 10 x 120 clips stays close to chance (see the report in the commit that added this file).
+
+A space-time model (RSA, 3D convolutions) sees which object moves and in which direction and can exceed 90 %.
+
+Conventions
+-----------
+Image coordinates: ``x`` to the right, ``y`` *down*, in output pixels, the frame spanning ``[0, size]``. An
+orientation ``theta`` turns the object's local ``+u`` axis towards ``(cos theta, sin theta)``, so on screen an
+*increasing* ``theta`` is a **clockwise** turn. ``up`` means decreasing ``y``. ``closer`` means a growing object.
+A horizontal flip turns ``left_to_right`` into ``right_to_left`` *and* ``clockwise`` into ``counterclockwise``.
+
+Every shape fits in its unit disc (so an object of size ``s`` lies within radius ``s`` of its centre) and carries
+a small contrasting marker that breaks rotational symmetry. Textures live in object coordinates: they move, turn
+and scale with the object. Frames are rendered at 2x resolution and averaged down (anti-aliasing). Array maths
+uses only arithmetic, comparisons and floor (trigonometry only on Python scalars), so renders are bit-identical
+for the same seed.
+
+Files written by :func:`generate_synthetic_dataset`::
+
+    root/videos/train_00000.mp4 ...      H.264 (libx264, yuv420p, closed GOP, no B-frames), ``fps`` frames/s
+    root/annotations/train.txt, val.txt  ``videos/<id>.mp4 <label>`` per line
+    root/annotations/classes.txt         class name of label i on line i
+    root/manifest.json                   parameters, counts, format version; written last (marks completion)
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MOTIONS: dict[str, str] = {
+    "left_to_right": "Moving something from left to right",
+    "right_to_left": "Moving something from right to left",
+    "up": "Moving something up",
+    "down": "Moving something down",
+    "closer": "Moving something closer to the camera",
+    "away": "Moving something away from the camera",
+    "clockwise": "Turning something clockwise",
+    "counterclockwise": "Turning something counterclockwise",
+    "converge": "Moving something and something closer to each other",
+    "diverge": "Moving something and something away from each other",
+}
+"""Class key -> class name (Something-Something style template), in label order of the full dataset."""
+
+TIME_REVERSED: dict[str, str] = {
+    "right_to_left": "left_to_right",
+    "down": "up",
+    "away": "closer",
+    "counterclockwise": "clockwise",
+    "diverge": "converge",
+}
+"""Reverse class -> forward class it is rendered from (frame order reversed)."""
+
+SHAPES = ("square", "triangle", "ell", "cross", "notched_ellipse", "tee")
+TEXTURES = ("solid", "stripes", "checker", "noise")
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+_SUPERSAMPLE = 2
+_CRF = 16
+_NUM_OBJECTS = 2
+
+# Geometry, as fractions of the frame size (a size is the radius of the object's bounding disc).
+_SIZE_MID = (0.095, 0.125)  # size in the middle of its range
+_SIZE_RATIO = (1.8, 2.2)  # R: largest / smallest size of a `closer` clip
+_TRAVEL = (0.28, 0.38)  # L: distance a translated object moves over the clip
+_CONVERGE_TRAVEL = 0.5  # sweep of each of the two `converge` objects, relative to a translated object's
+_TURN = (0.5 * math.pi, 0.9 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
+_MAX_TRIES = 1000
+_PLACE_TRIES = 200  # positions tried for one draw of the object sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class Appearance:
+    """How the objects of a clip look (both objects share it: they are of the same kind).
+
+    ``colors`` holds three RGB rows in [0, 1]: main colour, second texture colour, marker colour.
+    ``texture_period`` and ``texture_angle`` set stripes/checker in object units; ``noise`` is a small grid of
+    values in [0, 1] sampled bilinearly over the object's unit square for the ``noise`` texture.
+    """
+
+    shape: str
+    texture: str
+    colors: np.ndarray
+    texture_period: float
+    texture_angle: float
+    noise: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectTrack:
+    """Per-frame state of one object, each a float array of shape ``(T,)``: centre ``x``/``y`` and ``size`` in
+    output pixels, ``angle`` in radians (increasing = clockwise on screen). ``moving`` tells whether the class motion
+    applies to it (False for a static distractor)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    size: np.ndarray
+    angle: np.ndarray
+    moving: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+    """Everything needed to render one clip: the static background at supersampled resolution
+    ``(size * ss, size * ss, 3)`` (float32 in [0, 1]), the objects' appearance and their tracks."""
+
+    motion: str
+    size: int
+    num_frames: int
+    background: np.ndarray
+    appearance: Appearance
+    objects: tuple[ObjectTrack, ...]
+
+
+# --------------------------------------------------------------------------------------------------- shapes
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside test in object coordinates (unit disc); ``+u`` is the object's 'front', ``+v`` its 'down'."""
+    au, av_ = np.abs(u), np.abs(v)
+    if shape == "square":
+        return (au <= 0.68) & (av_ <= 0.68)
+    if shape == "triangle":  # isosceles, apex at +u
+        return (u >= -0.62) & (0.47 * u + av_ <= 0.47)  # sides from (1, 0) to (-0.62, +-0.76)
+    if shape == "ell":
+        return ((u >= -0.65) & (u <= -0.2) & (av_ <= 0.7)) | ((au <= 0.65) & (v >= 0.25) & (v <= 0.7))
+    if shape == "cross":
+        return ((au <= 0.25) & (av_ <= 0.9)) | ((av_ <= 0.25) & (au <= 0.9))
+    if shape == "notched_ellipse":
+        ellipse = u * u / (0.95 * 0.95) + v * v / (0.6 * 0.6) <= 1.0
+        notch = (u - 0.95) ** 2 + v * v <= 0.35 * 0.35
+        return ellipse & ~notch
+    if shape == "tee":
+        return ((au <= 0.7) & (v >= -0.7) & (v <= -0.35)) | ((au <= 0.18) & (v >= -0.35) & (v <= 0.8))
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+# (u, v, radius) of the contrasting marker inside each shape.
+_MARKERS: dict[str, tuple[float, float, float]] = {
+    "square": (0.38, 0.38, 0.2),
+    "triangle": (0.35, 0.0, 0.15),
+    "ell": (-0.42, -0.42, 0.17),
+    "cross": (0.65, 0.0, 0.17),
+    "notched_ellipse": (-0.55, 0.0, 0.2),
+    "tee": (0.0, 0.55, 0.16),
+}
+
+
+def _texture(app: Appearance, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Object colour at object coordinates ``(u, v)``; returns ``(..., 3)`` float32."""
+    c1, c2 = app.colors[0], app.colors[1]
+    if app.texture == "solid":
+        weight = np.zeros_like(u)
+    elif app.texture in ("stripes", "checker"):
+        cos, sin = math.cos(app.texture_angle), math.sin(app.texture_angle)
+        a = np.floor((cos * u + sin * v) / app.texture_period)
+        if app.texture == "stripes":
+            weight = a - 2.0 * np.floor(a / 2.0)
+        else:
+            b = np.floor((-sin * u + cos * v) / app.texture_period)
+            weight = (a + b) - 2.0 * np.floor((a + b) / 2.0)
+    elif app.texture == "noise":
+        weight = _bilinear(app.noise, (u + 1.0) * 0.5, (v + 1.0) * 0.5)
+    else:
+        raise ValueError(f"unknown texture {app.texture!r}; expected one of {TEXTURES}")
+    weight = weight.astype(np.float32)[..., None]
+    return c1 + (c2 - c1) * weight
+
+
+def _bilinear(grid: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """Sample ``grid`` (gh, gw[, C]) at fractional positions ``fx, fy`` in [0, 1] (clamped), bilinearly."""
+    gh, gw = grid.shape[:2]
+    px = np.clip(fx, 0.0, 1.0) * (gw - 1)
+    py = np.clip(fy, 0.0, 1.0) * (gh - 1)
+    x0 = np.minimum(np.floor(px).astype(np.int64), gw - 2)
+    y0 = np.minimum(np.floor(py).astype(np.int64), gh - 2)
+    wx, wy = px - x0, py - y0
+    if grid.ndim == 3:
+        wx, wy = wx[..., None], wy[..., None]
+    top = grid[y0, x0] * (1 - wx) + grid[y0, x0 + 1] * wx
+    bottom = grid[y0 + 1, x0] * (1 - wx) + grid[y0 + 1, x0 + 1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+# --------------------------------------------------------------------------------------------------- planning
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
+
+
+def _random_color(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
+    hue = float(rng.uniform())
+    return np.array(colorsys.hsv_to_rgb(hue, _uniform(rng, saturation), _uniform(rng, value)), dtype=np.float32)
+
+
+def _plan_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random gradient with low-frequency colour noise and a few faint static clutter shapes."""
+    res = size * _SUPERSAMPLE
+    coords = (np.arange(res, dtype=np.float32) + 0.5) / _SUPERSAMPLE  # pixel centres, output-pixel units
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")  # (res, res)
+    grey = _uniform(rng, (0.3, 0.7))
+    ends = np.clip(grey + rng.uniform(-0.18, 0.18, size=(2, 3)), 0.0, 1.0).astype(np.float32)
+    direction = _uniform(rng, (0.0, 2.0 * math.pi))
+    proj = (math.cos(direction) * (xx - size / 2) + math.sin(direction) * (yy - size / 2)) / size + 0.5  # (res, res)
+    image = ends[0] + (ends[1] - ends[0]) * np.clip(proj, 0.0, 1.0)[..., None]  # (res, res, 3)
+    noise = rng.uniform(-0.08, 0.08, size=(5, 5, 3)).astype(np.float32)
+    image = image + _bilinear(noise, xx / size, yy / size)
+    for _ in range(int(rng.integers(2, 5))):
+        kind = int(rng.integers(3))
+        cx, cy = _uniform(rng, (0.0, size)), _uniform(rng, (0.0, size))
+        color = np.clip(grey + rng.uniform(-0.3, 0.3, size=3), 0.0, 1.0).astype(np.float32)
+        alpha = _uniform(rng, (0.3, 0.55))
+        dx, dy = xx - cx, yy - cy
+        if kind == 0:  # thin bar
+            angle = _uniform(rng, (0.0, math.pi))
+            along = math.cos(angle) * dx + math.sin(angle) * dy
+            across = -math.sin(angle) * dx + math.cos(angle) * dy
+            half_length, half_width = _uniform(rng, (0.08, 0.18)) * size, _uniform(rng, (0.01, 0.02)) * size
+            cover = ((np.abs(along) <= half_length) & (np.abs(across) <= half_width)).astype(np.float32)
+        elif kind == 1:  # ring
+            radius, width = _uniform(rng, (0.04, 0.08)) * size, _uniform(rng, (0.01, 0.02)) * size
+            dist2 = dx * dx + dy * dy
+            cover = ((dist2 <= (radius + width) ** 2) & (dist2 >= radius**2)).astype(np.float32)
+        else:  # soft blob
+            radius = _uniform(rng, (0.06, 0.14)) * size
+            cover = np.maximum(0.0, 1.0 - (dx * dx + dy * dy) / (radius * radius)) ** 2
+        image = image + (color - image) * (alpha * cover)[..., None]
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def _plan_appearance(rng: np.random.Generator, background_mean: np.ndarray) -> Appearance:
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
+    for _ in range(_MAX_TRIES):  # the main colour must stand out from the background
+        main = _random_color(rng, (0.5, 1.0), (0.45, 1.0))
+        if np.linalg.norm(main - background_mean) >= 0.35:
+            break
+    for _ in range(_MAX_TRIES):  # the second colour must be visible on the main one
+        second = _random_color(rng, (0.3, 1.0), (0.15, 1.0))
+        if np.linalg.norm(second - main) >= 0.3:
+            break
+    marker = np.full(3, 0.05 if _luma(main) > 0.5 else 0.95, dtype=np.float32)
+    return Appearance(
+        shape=shape,
+        texture=texture,
+        colors=np.stack([main, second, marker]),
+        texture_period=_uniform(rng, (0.3, 0.5)),
+        texture_angle=_uniform(rng, (0.0, math.pi)),
+        noise=rng.uniform(0.0, 1.0, size=(5, 5)).astype(np.float32),
+    )
+
+
+def _coordinate(
+    rng: np.random.Generator,
+    size: int,
+    sweep: Optional[np.ndarray],
+    num_frames: int,
+    margin: float,
+    travel_scale: float = 1.0,
+) -> np.ndarray:
+    """One coordinate ``c + u * L`` over time ``(T,)``: swept (``u`` = ``sweep``) or static (random ``u``).
+
+    ``L`` and ``c`` are drawn alike for every object so that all coordinates share one per-frame marginal, with
+    ``c`` keeping the object ``margin`` pixels from the border; ``travel_scale`` shortens the sweep of `converge`
+    objects (both of which move)."""
+    low, high = margin, size - margin
+    travel = _uniform(rng, _TRAVEL) * size
+    centre = _uniform(rng, (low + travel / 2, high - travel / 2))
+    if sweep is None:
+        return np.full(num_frames, centre + rng.uniform(-0.5, 0.5) * travel)
+    return centre + sweep * travel * travel_scale
+
+
+def _centres(
+    rng: np.random.Generator,
+    size: int,
+    axis: int,
+    sweep: Optional[np.ndarray],
+    num_frames: int,
+    margin: float,
+    travel_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``x, y`` over time of an object translated by ``sweep`` along ``axis`` (0: x, 1: y) or static."""
+    xy = [_coordinate(rng, size, sweep if i == axis else None, num_frames, margin, travel_scale) for i in (0, 1)]
+    return xy[0], xy[1]
+
+
+def _object_sizes(rng: np.random.Generator, size: int, sweep: Optional[np.ndarray], num_frames: int) -> np.ndarray:
+    """``s_mid * R ** u`` in pixels: swept over the clip (``closer``) or static with a random ``u``."""
+    mid, ratio = _uniform(rng, _SIZE_MID) * size, _uniform(rng, _SIZE_RATIO)
+    u = sweep if sweep is not None else np.full(num_frames, rng.uniform(-0.5, 0.5))
+    return mid * ratio**u
+
+
+def _object_angles(rng: np.random.Generator, sweep: Optional[np.ndarray], num_frames: int) -> np.ndarray:
+    """``theta_mid + u * Theta`` in radians: swept (``clockwise``: increasing) or static with a random ``u``."""
+    mid, turn = _uniform(rng, (0.0, 2.0 * math.pi)), _uniform(rng, _TURN)
+    u = sweep if sweep is not None else np.full(num_frames, rng.uniform(-0.5, 0.5))
+    return mid + u * turn
+
+
+def _separated(tracks: Sequence[ObjectTrack]) -> bool:
+    """True when the objects' bounding discs never overlap."""
+    a, b = tracks
+    distance = np.hypot(a.x - b.x, a.y - b.y)
+    return bool(np.all(distance >= a.size + b.size))
+
+
+def _place_objects(
+    motion: str, rng: np.random.Generator, *, num_frames: int, size: int
+) -> Optional[tuple[ObjectTrack, ObjectTrack]]:
+    """Draw sizes, orientations and centre tracks of the two objects of a forward class; None if they do not fit."""
+    sweep = np.linspace(-0.5, 0.5, num_frames)  # (T,) u of a swept state
+    sizes = [_object_sizes(rng, size, sweep if motion == "closer" and i == 0 else None, num_frames) for i in range(2)]
+    angles = [_object_angles(rng, sweep if motion == "clockwise" and i == 0 else None, num_frames) for i in range(2)]
+    margins = [float(s.max()) + 0.5 for s in sizes]  # an object stays this far from the border (its largest size)
+
+    def pair(xy0: tuple[np.ndarray, np.ndarray], xy1: tuple[np.ndarray, np.ndarray], moving: tuple[bool, bool]):
+        return tuple(
+            ObjectTrack(x=xy[0], y=xy[1], size=sizes[i], angle=angles[i], moving=moving[i])
+            for i, xy in enumerate((xy0, xy1))
+        )
+
+    if motion == "converge":
+        # Each object translates along one shared axis (like a `left_to_right` object, half as far) towards the
+        # other one; the gap along the axis shrinks but stays >= 0, so their distance decreases monotonically.
+        axis = int(rng.integers(2))
+        for _ in range(_PLACE_TRIES):
+            first = _centres(rng, size, axis, sweep, num_frames, margins[0], _CONVERGE_TRAVEL)
+            second = _centres(rng, size, axis, -sweep, num_frames, margins[1], _CONVERGE_TRAVEL)
+            tracks = pair(first, second, (True, True))
+            along = second[axis] - first[axis]  # (T,) shrinking
+            distance = np.hypot(first[0] - second[0], first[1] - second[1])  # (T,)
+            if along[-1] >= 0 and distance[0] - distance[-1] >= 0.5 * (along[0] - along[-1]) and _separated(tracks):
+                return tracks
+        return None
+    # One object follows a translation path, the other stands still and never touches it. In the classes without
+    # translation the first object follows such a path only virtually (random axis) and stays at the point of a
+    # random frame, so that the two objects are arranged alike in all classes.
+    axis = {"left_to_right": 0, "up": 1}.get(motion, int(rng.integers(2)))
+    path = -sweep if motion == "up" else sweep
+    frozen = None if motion in ("left_to_right", "up") else int(rng.integers(num_frames))
+    for _ in range(_PLACE_TRIES):
+        first = _centres(rng, size, axis, path, num_frames, margins[0])
+        second = _centres(rng, size, axis, None, num_frames, margins[1])
+        tracks = pair(first, second, (True, False))
+        if not _separated(tracks):
+            continue
+        if frozen is None:
+            return tracks
+        still = (np.full(num_frames, first[0][frozen]), np.full(num_frames, first[1][frozen]))
+        tracks = pair(still, second, (True, False))
+        if _separated(tracks):
+            return tracks
+    return None
+
+
+def _plan_forward(motion: str, rng: np.random.Generator, *, num_frames: int, size: int) -> ClipPlan:
+    """Plan a clip of a forward class (``left_to_right``, ``up``, ``closer``, ``clockwise``, ``converge``)."""
+    background = _plan_background(rng, size)
+    appearance = _plan_appearance(rng, background.reshape(-1, 3).mean(axis=0))
+    for _ in range(_MAX_TRIES):  # (rarely) new sizes when the first ones leave no room
+        tracks = _place_objects(motion, rng, num_frames=num_frames, size=size)
+        if tracks is not None:
+            break
+    else:
+        raise RuntimeError(f"could not place the objects of a {motion!r} clip in a {size}px frame")
+    if rng.uniform() < 0.5:  # the order of the objects carries no information
+        tracks = tracks[::-1]
+    return ClipPlan(
+        motion=motion, size=size, num_frames=num_frames, background=background, appearance=appearance, objects=tracks
+    )
+
+
+def _reverse_plan(plan: ClipPlan, motion: str) -> ClipPlan:
+    """The same clip played backwards."""
+    objects = tuple(
+        dataclasses.replace(
+            o, x=o.x[::-1].copy(), y=o.y[::-1].copy(), size=o.size[::-1].copy(), angle=o.angle[::-1].copy()
+        )
+        for o in plan.objects
+    )
+    return dataclasses.replace(plan, motion=motion, objects=objects)
+
+
+def plan_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64) -> ClipPlan:
+    """Draw everything random about one clip of class ``motion`` from ``rng``: background, appearance, tracks.
+
+    A reverse class (see :data:`TIME_REVERSED`) consumes ``rng`` exactly like its forward partner and yields the
+    partner's plan played backwards.
+    """
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {list(MOTIONS)}")
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be >= 2 to show a motion, got {num_frames}")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16 (H.264 yuv420p), got {size}")
+    forward = TIME_REVERSED.get(motion, motion)
+    plan = _plan_forward(forward, rng, num_frames=num_frames, size=size)
+    return _reverse_plan(plan, motion) if forward != motion else plan
+
+
+# --------------------------------------------------------------------------------------------------- rendering
+
+
+def render_plan(plan: ClipPlan, *, with_masks: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Render a plan to uint8 frames ``(T, H, W, 3)``; with ``with_masks`` also each object's anti-aliased coverage
+    ``(T, num_objects, H, W)`` float32 in [0, 1] (object order of ``plan.objects``)."""
+    size, ss, num_frames = plan.size, _SUPERSAMPLE, plan.num_frames
+    res = size * ss
+    app = plan.appearance
+    marker_u, marker_v, marker_r = _MARKERS[app.shape]
+    coords = (np.arange(res, dtype=np.float32) + 0.5) / ss  # supersampled pixel centres, output-pixel units
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    masks = np.zeros((num_frames, len(plan.objects), size, size), dtype=np.float32) if with_masks else None
+    for t in range(num_frames):
+        canvas = plan.background.copy()  # (res, res, 3)
+        for k, obj in enumerate(plan.objects):
+            cx, cy, radius, angle = float(obj.x[t]), float(obj.y[t]), float(obj.size[t]), float(obj.angle[t])
+            x0, x1 = max(0, math.floor((cx - radius) * ss)), min(res, math.ceil((cx + radius) * ss) + 1)
+            y0, y1 = max(0, math.floor((cy - radius) * ss)), min(res, math.ceil((cy + radius) * ss) + 1)
+            dx = (coords[None, x0:x1] - cx) / radius  # (1, w)
+            dy = (coords[y0:y1, None] - cy) / radius  # (h, 1)
+            cos, sin = math.cos(angle), math.sin(angle)
+            u = cos * dx + sin * dy  # (h, w) object coordinates: rotate by -angle
+            v = cos * dy - sin * dx  # (h, w)
+            inside = _shape_mask(app.shape, u, v)  # (h, w)
+            color = _texture(app, u, v)  # (h, w, 3)
+            on_marker = (u - marker_u) ** 2 + (v - marker_v) ** 2 <= marker_r * marker_r
+            color[on_marker] = app.colors[2]
+            patch = canvas[y0:y1, x0:x1]
+            patch[inside] = color[inside]
+            if masks is not None:
+                full = np.zeros((res, res), dtype=np.float32)
+                full[y0:y1, x0:x1] = inside
+                masks[t, k] = full.reshape(size, ss, size, ss).mean(axis=(1, 3))
+        small = canvas.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))  # (H, W, 3)
+        frames[t] = np.clip(np.floor(small * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    return frames, masks
+
+
+def render_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64) -> np.ndarray:
+    """Render one clip of class ``motion`` (a key of :data:`MOTIONS`) to uint8 RGB frames ``(T, H, W, 3)``.
+
+    Deterministic: the same ``rng`` state gives bit-identical frames. For a reverse class the frames are exactly
+    those of the forward partner, drawn from the same ``rng`` state, in reverse order.
+    """
+    frames, _ = render_plan(plan_clip(motion, rng, num_frames=num_frames, size=size))
+    return frames
+
+
+# --------------------------------------------------------------------------------------------------- files
+
+
+def _encode_mp4(path: Path, frames: np.ndarray, *, fps: int) -> None:
+    """Write uint8 RGB frames ``(T, H, W, 3)`` as H.264 yuv420p with one closed GOP and no B-frames."""
+    num_frames, height, width, _ = frames.shape
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {
+            "crf": str(_CRF),
+            "preset": "medium",
+            "threads": "1",
+            "x264-params": f"open-gop=0:keyint={max(num_frames, 1)}:bframes=0:scenecut=0",
+        }
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClipJob:
+    path: Path
+    motion: str
+    seed: int
+    split_index: int
+    clip_index: int
+    num_frames: int
+    size: int
+    fps: int
+
+
+def _clip_rng(seed: int, split_index: int, clip_index: int) -> np.random.Generator:
+    """Independent stream per clip from (seed, split, index): never depends on which worker renders it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, clip_index)))
+
+
+def _make_clip(job: _ClipJob) -> None:
+    rng = _clip_rng(job.seed, job.split_index, job.clip_index)
+    frames = render_clip(job.motion, rng, num_frames=job.num_frames, size=job.size)
+    _encode_mp4(job.path, frames, fps=job.fps)
+
+
+def _split_labels(seed: int, split_index: int, num_classes: int, per_class: int) -> np.ndarray:
+    """Balanced labels for one split in a seeded random order (so a video id does not reveal its label)."""
+    labels = np.tile(np.arange(num_classes), per_class)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index,)))
+    return rng.permutation(labels)
+
+
+def _params(
+    *, motions: Sequence[str], train_per_class: int, val_per_class: int, num_frames: int, size: int, fps: int, seed: int
+) -> dict[str, Any]:
+    """The parameters that define the dataset's content (what the manifest records and is compared on)."""
+    motions = list(motions)
+    unknown = [m for m in motions if m not in MOTIONS]
+    if unknown:
+        raise ValueError(f"unknown motions {unknown}; expected keys of MOTIONS: {list(MOTIONS)}")
+    if not motions or len(set(motions)) != len(motions):
+        raise ValueError(f"motions must be a non-empty list without repeats, got {motions}")
+    for name, value, minimum in (
+        ("train_per_class", train_per_class, 1),
+        ("val_per_class", val_per_class, 1),
+        ("num_frames", num_frames, 2),
+        ("size", size, 16),
+        ("fps", fps, 1),
+        ("seed", seed, 0),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if size % 2:
+        raise ValueError(f"size must be even (H.264 yuv420p), got {size}")
+    return {
+        "motions": motions,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "num_frames": num_frames,
+        "size": size,
+        "fps": fps,
+        "seed": seed,
+        "codec": "libx264",
+        "pix_fmt": "yuv420p",
+        "crf": _CRF,
+    }
+
+
+def _run_jobs(jobs: Sequence[_ClipJob], workers: int) -> None:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            _make_clip(job)
+        return
+    # fork is cheap and the workers only use numpy and PyAV; elsewhere spawn (the package import is slower there).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    chunksize = max(1, min(16, len(jobs) // (4 * workers)))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        for _ in pool.map(_make_clip, jobs, chunksize=chunksize):
+            pass
+
+
+def generate_synthetic_dataset(
+    root: Path | str,
+    *,
+    motions: Sequence[str] = tuple(MOTIONS),
+    train_per_class: int,
+    val_per_class: int,
+    num_frames: int = 16,
+    size: int = 64,
+    fps: int = 12,
+    seed: int = 0,
+    workers: int = 2,
+) -> None:
+    """Render and encode the motion dataset into ``root`` (see the module docstring for the layout).
+
+    Args:
+        root: output folder; its ``videos/``, ``annotations/`` and ``manifest.json`` are replaced.
+        motions: class keys of :data:`MOTIONS`; label ``i`` is ``motions[i]``.
+        train_per_class / val_per_class: clips per class in each split (balanced).
+        num_frames / size / fps: frames per clip, frame side in pixels (even), frame rate of the files.
+        seed: the same seed and parameters give bit-identical rendered frames, whatever ``workers`` is.
+        workers: encoding processes; 0 or 1 renders in this process.
+    """
+    params = _params(
+        motions=motions,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
+    )
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    root = Path(root)
+    _remove_dataset(root)
+    (root / "videos").mkdir(parents=True)
+    (root / "annotations").mkdir(parents=True)
+    motions = params["motions"]
+    start = time.perf_counter()
+    jobs, lists, counts = [], {}, {}
+    for split_index, (split, per_class) in enumerate(zip(SPLITS, (train_per_class, val_per_class))):
+        labels = _split_labels(seed, split_index, len(motions), per_class)
+        lines = []
+        for index, label in enumerate(labels):
+            video = f"videos/{split}_{index:05d}.mp4"
+            jobs.append(_ClipJob(root / video, motions[label], seed, split_index, index, num_frames, size, fps))
+            lines.append(f"{video} {label}\n")
+        lists[split], counts[split] = lines, len(lines)
+    log.info(
+        "rendering %d synthetic clips (%d classes) into %s with %d worker(s)", len(jobs), len(motions), root, workers
+    )
+    _run_jobs(jobs, workers)
+    for split, lines in lists.items():
+        (root / "annotations" / f"{split}.txt").write_text("".join(lines))
+    (root / "annotations" / "classes.txt").write_text("".join(f"{MOTIONS[m]}\n" for m in motions))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "generator": "rsa_lightning.data.synthetic",
+        "params": params,
+        "class_names": [MOTIONS[m] for m in motions],
+        "counts": counts,
+    }
+    tmp = root / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, root / "manifest.json")
+    elapsed = time.perf_counter() - start
+    log.info("wrote %d clips in %.1f s (%.1f clips/s) to %s", len(jobs), elapsed, len(jobs) / elapsed, root)
+
+
+def _remove_dataset(root: Path) -> None:
+    """Remove what the generator writes (and nothing else: ``root`` may hold other files)."""
+    for name in ("manifest.json", "manifest.json.tmp"):
+        (root / name).unlink(missing_ok=True)
+    for name in ("videos", "annotations"):
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+
+
+def _incomplete_reason(root: Path, params: dict[str, Any]) -> Optional[str]:
+    """Why the dataset at ``root`` cannot be used as is, or None when it is complete and matches ``params``."""
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest.json (never generated, or generation was interrupted)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        return f"unreadable manifest.json ({error})"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"
+    if manifest.get("params") != params:
+        old = manifest.get("params") or {}
+        changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+        return f"parameters changed: {', '.join(changed)}"
+    classes = root / "annotations" / "classes.txt"
+    if not classes.is_file() or classes.read_text().splitlines() != manifest.get("class_names"):
+        return "annotations/classes.txt is missing or differs from the manifest"
+    for split in SPLITS:
+        list_file = root / "annotations" / f"{split}.txt"
+        if not list_file.is_file():
+            return f"{list_file.relative_to(root)} is missing"
+        lines = list_file.read_text().splitlines()
+        if len(lines) != manifest.get("counts", {}).get(split):
+            return f"{list_file.relative_to(root)} has {len(lines)} entries, the manifest says {manifest['counts']}"
+        for line in lines:
+            video = root / line.rsplit(maxsplit=1)[0]
+            if not video.is_file() or video.stat().st_size == 0:
+                return f"video {video.relative_to(root)} is missing or empty"
+    return None
+
+
+def ensure_synthetic_dataset(
+    root: Path | str,
+    *,
+    motions: Sequence[str] = tuple(MOTIONS),
+    train_per_class: int,
+    val_per_class: int,
+    num_frames: int = 16,
+    size: int = 64,
+    fps: int = 12,
+    seed: int = 0,
+    workers: int = 2,
+) -> Path:
+    """Return ``root`` once it holds the dataset that :func:`generate_synthetic_dataset` makes with these arguments.
+
+    A complete dataset (manifest present, same parameters, every listed video a non-empty file) is kept as is;
+    anything else is logged and regenerated from scratch. ``workers`` is not a content parameter. Not safe for
+    concurrent callers: call it from one process (rank 0).
+    """
+    root = Path(root)
+    kwargs = dict(
+        motions=motions,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
+    )
+    reason = _incomplete_reason(root, _params(**kwargs))
+    if reason is None:
+        log.info("synthetic dataset at %s is complete", root)
+        return root
+    log.info("synthetic dataset at %s: %s; generating it", root, reason)
+    generate_synthetic_dataset(root, workers=workers, **kwargs)
+    return root
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate the synthetic motion video dataset.")
+    parser.add_argument("--root", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--motions", default=",".join(MOTIONS), help="comma-separated keys of MOTIONS")
+    parser.add_argument("--train-per-class", type=int, default=120)
+    parser.add_argument("--val-per-class", type=int, default=30)
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--fps", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="regenerate even when a matching dataset exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kwargs = dict(
+        motions=[m.strip() for m in args.motions.split(",") if m.strip()],
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        num_frames=args.num_frames,
+        size=args.size,
+        fps=args.fps,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    if args.force:
+        generate_synthetic_dataset(args.root, **kwargs)
+    else:
+        ensure_synthetic_dataset(args.root, **kwargs)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,284 @@
+"""The generated motion dataset: files, determinism, regeneration, and that each class shows its motion."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch  # noqa: F401  (decord must be imported after torch)
+
+import decord  # isort: skip
+from rsa_lightning.data.synthetic import (
+    MOTIONS,
+    TIME_REVERSED,
+    ensure_synthetic_dataset,
+    generate_synthetic_dataset,
+    plan_clip,
+    render_clip,
+    render_plan,
+)
+
+SIZE, FRAMES = 32, 8
+TINY = dict(train_per_class=2, val_per_class=1, num_frames=FRAMES, size=SIZE, fps=8, seed=3)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _read_list(path: Path) -> list[tuple[str, int]]:
+    return [(line.split()[0], int(line.split()[1])) for line in path.read_text().splitlines()]
+
+
+def _decode_all(path: Path) -> np.ndarray:
+    """Every frame, decoded sequentially with PyAV (the reference for decord's random access)."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(root, workers=2, **TINY)
+    return root
+
+
+def test_files_annotations_and_manifest(dataset: Path) -> None:
+    classes = (dataset / "annotations" / "classes.txt").read_text().splitlines()
+    assert classes == list(MOTIONS.values())
+    assert classes[0].replace("left", "@").replace("right", "left").replace("@", "right") == classes[1]
+    train = _read_list(dataset / "annotations" / "train.txt")
+    val = _read_list(dataset / "annotations" / "val.txt")
+    for entries, per_class in ((train, 2), (val, 1)):
+        labels = [label for _, label in entries]
+        assert sorted(labels) == sorted(list(range(len(MOTIONS))) * per_class)  # balanced
+    paths = [path for path, _ in train + val]
+    assert len(set(paths)) == len(paths)
+    assert all(p.startswith("videos/train_") for p, _ in train) and all(p.startswith("videos/val_") for p, _ in val)
+    assert sorted(p.name for p in (dataset / "videos").iterdir()) == sorted(Path(p).name for p in paths)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": len(train), "val": len(val)}
+    assert manifest["params"]["motions"] == list(MOTIONS)
+    assert manifest["params"]["seed"] == TINY["seed"] and manifest["class_names"] == classes
+
+
+def test_decord_reads_every_video(dataset: Path) -> None:
+    entries = _read_list(dataset / "annotations" / "train.txt") + _read_list(dataset / "annotations" / "val.txt")
+    for rel, _ in entries:
+        reader = decord.VideoReader(str(dataset / rel), num_threads=1)
+        assert len(reader) == FRAMES
+        assert reader[0].shape == (SIZE, SIZE, 3)
+    # Random access (seeking) returns the same frames as a sequential decode: the GOP is closed.
+    for rel, _ in entries[:3]:
+        reader = decord.VideoReader(str(dataset / rel), num_threads=1)
+        indices = [5, 1, 7, 2]
+        np.testing.assert_array_equal(reader.get_batch(indices).asnumpy(), _decode_all(dataset / rel)[indices])
+
+
+def test_encoded_frames_are_close_to_rendered(dataset: Path) -> None:
+    rel, label = _read_list(dataset / "annotations" / "train.txt")[0]
+    index = int(Path(rel).stem.split("_")[1])
+    rng = np.random.default_rng(np.random.SeedSequence(TINY["seed"], spawn_key=(0, index)))
+    rendered = render_clip(list(MOTIONS)[label], rng, num_frames=FRAMES, size=SIZE).astype(np.float64)
+    decoded = _decode_all(dataset / rel).astype(np.float64)
+    assert np.abs(decoded - rendered).mean() < 6.0  # crf 16; yuv420p blurs chroma at object edges
+
+
+def test_render_is_deterministic() -> None:
+    for motion in MOTIONS:
+        a = render_clip(motion, _rng(11), num_frames=FRAMES, size=SIZE)
+        b = render_clip(motion, _rng(11), num_frames=FRAMES, size=SIZE)
+        c = render_clip(motion, _rng(12), num_frames=FRAMES, size=SIZE)
+        assert a.dtype == np.uint8 and a.shape == (FRAMES, SIZE, SIZE, 3)
+        np.testing.assert_array_equal(a, b)
+        assert np.abs(a.astype(int) - c).mean() > 5
+
+
+def test_generation_does_not_depend_on_workers(dataset: Path, tmp_path: Path) -> None:
+    generate_synthetic_dataset(tmp_path, workers=0, **TINY)
+    for split in ("train", "val"):
+        assert (tmp_path / "annotations" / f"{split}.txt").read_text() == (
+            dataset / "annotations" / f"{split}.txt"
+        ).read_text()
+    for rel, _ in _read_list(tmp_path / "annotations" / "train.txt")[:4]:
+        np.testing.assert_array_equal(_decode_all(tmp_path / rel), _decode_all(dataset / rel))
+
+
+def test_different_seed_gives_different_videos(tmp_path: Path) -> None:
+    small = dict(TINY, motions=["up"], train_per_class=1, val_per_class=1)
+    generate_synthetic_dataset(tmp_path / "a", workers=0, **small)
+    generate_synthetic_dataset(tmp_path / "b", workers=0, **dict(small, seed=4))
+    a = _decode_all(tmp_path / "a" / "videos" / "train_00000.mp4").astype(int)
+    b = _decode_all(tmp_path / "b" / "videos" / "train_00000.mp4").astype(int)
+    assert np.abs(a - b).mean() > 5
+
+
+def test_ensure_regenerates_only_when_needed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    small = dict(TINY, motions=["closer", "away"], train_per_class=1, val_per_class=1, workers=0)
+    root = ensure_synthetic_dataset(tmp_path, **small)
+    assert root == tmp_path
+    video = tmp_path / "videos" / "train_00000.mp4"
+
+    def stamps() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = stamps()
+    ensure_synthetic_dataset(tmp_path, **small)
+    assert stamps() == before  # complete: nothing rewritten
+
+    video.unlink()
+    with caplog.at_level("INFO", logger="rsa_lightning.data.synthetic"):
+        ensure_synthetic_dataset(tmp_path, **small)
+    assert video.is_file() and "missing or empty" in caplog.text
+    assert (tmp_path / "manifest.json").stat().st_mtime_ns > before["manifest.json"]
+
+    (tmp_path / "manifest.json").unlink()
+    ensure_synthetic_dataset(tmp_path, **small)
+    assert (tmp_path / "manifest.json").is_file()
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="rsa_lightning.data.synthetic"):
+        ensure_synthetic_dataset(tmp_path, **dict(small, seed=9, val_per_class=2))
+    assert "parameters changed: seed, val_per_class" in caplog.text
+    assert json.loads((tmp_path / "manifest.json").read_text())["params"]["seed"] == 9
+    assert len(list((tmp_path / "videos").iterdir())) == 2 + 4  # old files removed, not kept beside new ones
+
+
+def test_invalid_arguments_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown motions"):
+        generate_synthetic_dataset(tmp_path, motions=["sideways"], train_per_class=1, val_per_class=1)
+    with pytest.raises(ValueError, match="size"):
+        generate_synthetic_dataset(tmp_path, train_per_class=1, val_per_class=1, size=33)
+    with pytest.raises(ValueError, match="unknown motion"):
+        render_clip("sideways", _rng(0))
+
+
+# ----------------------------------------------------------------------------------- the motions themselves
+
+
+def _centroids(mask: np.ndarray) -> np.ndarray:
+    """Coverage-weighted centroids ``(T, 2)`` (x, y in pixel-centre units) of masks ``(T, H, W)``."""
+    grid = np.arange(mask.shape[-1]) + 0.5
+    area = mask.sum(axis=(1, 2))
+    return np.stack([(mask.sum(axis=1) * grid).sum(1) / area, (mask.sum(axis=2) * grid).sum(1) / area], axis=1)
+
+
+def _masks(motion: str, seed: int, shape: str | None = None):
+    plan = plan_clip(motion, _rng(seed), num_frames=FRAMES, size=SIZE)
+    if shape is not None:
+        plan = dataclasses.replace(plan, appearance=dataclasses.replace(plan.appearance, shape=shape))
+    _, masks = render_plan(plan, with_masks=True)
+    moving = [k for k, obj in enumerate(plan.objects) if obj.moving]
+    static = [k for k, obj in enumerate(plan.objects) if not obj.moving]
+    return plan, masks, moving, static
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    ("motion", "axis", "sign"), [("left_to_right", 0, 1), ("right_to_left", 0, -1), ("up", 1, -1), ("down", 1, 1)]
+)
+def test_translation_moves_the_object(motion: str, axis: int, sign: int, seed: int) -> None:
+    _, masks, moving, static = _masks(motion, seed)
+    assert len(moving) == 1 and len(static) == 1
+    centre = _centroids(masks[:, moving[0]])
+    steps = np.diff(centre[:, axis]) * sign
+    assert steps.min() > 0 and centre[-1, axis] - centre[0, axis] == pytest.approx(sign * steps.sum())
+    assert steps.sum() > 0.2 * SIZE  # clearly visible
+    assert np.ptp(centre[:, 1 - axis]) < 0.5  # straight along its axis (up to pixel sampling)
+    assert np.array_equal(masks[0, static[0]], masks[-1, static[0]])  # the distractor stands still
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("motion", "sign"), [("closer", 1), ("away", -1)])
+def test_closer_grows_and_away_shrinks(motion: str, sign: int, seed: int) -> None:
+    _, masks, moving, _ = _masks(motion, seed)
+    area = masks[:, moving[0]].sum(axis=(1, 2))
+    assert (np.diff(area) * sign).min() > 0
+    assert max(area[0], area[-1]) / min(area[0], area[-1]) > 2.5  # size ratio >= 1.8, area ratio >= 3.2
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("motion", "sign"), [("clockwise", 1), ("counterclockwise", -1)])
+def test_turning_direction(motion: str, sign: int, seed: int) -> None:
+    """Clockwise on screen = increasing angle in image coordinates (x right, y down), measured on the render."""
+    plan, masks, moving, _ = _masks(motion, seed, shape="ell")  # the L's area centroid is off its centre
+    obj = plan.objects[moving[0]]
+    offset = _centroids(masks[:, moving[0]]) - np.stack([obj.x, obj.y], axis=1)  # (T, 2)
+    angle = np.unwrap(np.arctan2(offset[:, 1], offset[:, 0]))
+    assert (np.diff(angle) * sign).min() > 0
+    assert abs(angle[-1] - angle[0]) > math.pi / 3
+    assert np.ptp(_centroids(masks[:, moving[0]]), axis=0).max() < 0.3 * SIZE  # turns in place
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("motion", "sign"), [("converge", -1), ("diverge", 1)])
+def test_converge_and_diverge(motion: str, sign: int, seed: int) -> None:
+    _, masks, moving, _ = _masks(motion, seed)
+    assert len(moving) == 2  # both objects move
+    a, b = _centroids(masks[:, 0]), _centroids(masks[:, 1])
+    distance = np.hypot(*(a - b).T)
+    assert (np.diff(distance) * sign).min() > 0 and np.ptp(distance) > 0.12 * SIZE
+
+
+@pytest.mark.parametrize("motion", list(MOTIONS))
+def test_objects_stay_inside_and_apart(motion: str) -> None:
+    for seed in range(10):
+        plan, masks, _, _ = _masks(motion, seed)
+        assert len(plan.objects) == 2  # every class shows two objects of one kind
+        assert masks[:, :, 0, :].max() == 0 and masks[:, :, -1, :].max() == 0  # within the frame (1px border)
+        assert masks[:, :, :, 0].max() == 0 and masks[:, :, :, -1].max() == 0
+        assert (masks[:, 0] * masks[:, 1]).max() == 0  # never overlap
+
+
+# ----------------------------------------------------------------------- what a frame-wise model cannot use
+
+
+@pytest.mark.parametrize(("reverse", "forward"), list(TIME_REVERSED.items()))
+def test_reverse_class_is_the_forward_clip_backwards(reverse: str, forward: str) -> None:
+    """Same bag of frames, different order: the pair is indistinguishable without temporal order."""
+    for seed in range(3):
+        backwards = render_clip(reverse, _rng(seed), num_frames=FRAMES, size=SIZE)
+        np.testing.assert_array_equal(backwards, render_clip(forward, _rng(seed), num_frames=FRAMES, size=SIZE)[::-1])
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.concatenate([a, b])
+    cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.abs(cdf_a - cdf_b).max())
+
+
+def test_per_frame_object_states_are_alike_across_pairs() -> None:
+    """Sizes, positions and orientations of all objects over all frames have one distribution in every class."""
+    forward = ["left_to_right", "up", "closer", "clockwise", "converge"]
+    states = {}
+    for motion in forward:
+        plans = [plan_clip(motion, _rng(1000 + k), num_frames=FRAMES, size=SIZE) for k in range(60)]
+        objects = [obj for plan in plans for obj in plan.objects]
+        states[motion] = {
+            "size": np.concatenate([o.size for o in objects]),
+            "x": np.concatenate([o.x for o in objects]),
+            "y": np.concatenate([o.y for o in objects]),
+            "angle": np.concatenate([np.mod(o.angle, 2 * math.pi) for o in objects]),
+            "first_size_of_moving": np.array([o.size[0] for o in objects if o.moving]),
+        }
+    for key in ("size", "x", "y", "angle"):
+        for motion in forward[1:]:
+            assert _ks(states[motion][key], states[forward[0]][key]) < 0.2, (key, motion)
+    # ... while the statistic would catch a difference: a `closer` object starts small.
+    assert _ks(states["closer"]["first_size_of_moving"], states["clockwise"]["first_size_of_moving"]) > 0.5
+
+
+def test_first_frame_brightness_is_no_giveaway() -> None:
+    """The first frames of left_to_right and right_to_left clips have overlapping mean-brightness distributions."""
+    first = {
+        motion: np.array([render_clip(motion, _rng(k), num_frames=FRAMES, size=SIZE)[0].mean() for k in seeds])
+        for motion, seeds in (("left_to_right", range(24)), ("right_to_left", range(100, 124)))
+    }
+    assert _ks(first["left_to_right"], first["right_to_left"]) < 0.4
