@@ -26,10 +26,12 @@ sees the *bag* of frames of a clip. The dataset is built so that this bag carrie
   distractor keeps clear of the moving object's path; in ``closer`` and ``clockwise`` the first object is placed
   at a random frame's point of a virtual translation path that the distractor keeps clear of in the same way, and
   the ``converge`` objects each translate half as far along one axis. An object stays inside the frame by its
-  largest size over the clip. The remaining cross-pair differences are weak statistical cues: a frame-wise CNN
-  trained on the default 10 x 120 clips stays close to chance (see the report in the commit that added this file).
+  largest size over the clip. The remaining cross-pair differences are weak statistical cues.
 
-A space-time model (RSA, 3D convolutions) sees which object moves and in which direction and can exceed 90 %.
+Measured on the default 10 classes x (120 train + 30 val) clips, 8 of the 16 frames at 32 x 32, 12 epochs: a
+frame-wise 2D CNN with averaged logits reached 18 % validation accuracy (31 % for the pair; chance 10 % and
+20 %), an early-fusion CNN (all frames stacked on channels) of the same depth 93 %. A space-time model sees which
+object moves and in which direction.
 
 Conventions
 -----------
