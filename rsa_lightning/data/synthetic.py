@@ -106,7 +106,6 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 _SUPERSAMPLE = 2
 _CRF = 16
-_NUM_OBJECTS = 2
 
 # Geometry, as fractions of the frame size (a size is the radius of the object's bounding disc).
 _SIZE_MID = (0.095, 0.125)  # size in the middle of its range
