@@ -89,6 +89,7 @@ class ResNet(nn.Module):
         expansion: bottleneck expansion (4 in ResNet-50).
         stem_width: channels of the stem convolution.
         stem_kernel: spatial size of the stem convolution (7 in ResNet-50).
+        stem_pool: max-pool (1, 3, 3) / 2 after the stem (ResNet-50); off keeps 2x more resolution for small clips.
         stmixer: factory ``(in_channels=, out_channels=, stride=) -> nn.Module`` for the space-time mixer, e.g.
             ``functools.partial(RelationalSelfAttention, num_heads=8, kernel_size=(5, 7, 7))``; None: frame-wise TSN.
         stmixer_positions: per stage, the 0-based indices of the blocks that use ``stmixer``.
@@ -106,6 +107,7 @@ class ResNet(nn.Module):
         expansion: int = 4,
         stem_width: int = 64,
         stem_kernel: int = 7,
+        stem_pool: bool = True,
         stmixer: Optional[MixerFactory] = None,
         stmixer_positions: Sequence[Sequence[int]] = (),
         spatial_mixer: MixerFactory = SpatialConv,
@@ -138,7 +140,9 @@ class ResNet(nn.Module):
         )
         self.bn1 = nn.BatchNorm3d(stem_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.maxpool = (
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if stem_pool else nn.Identity()
+        )
 
         total = sum(block_counts)
         block_id = 0
