@@ -18,6 +18,9 @@ def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     log.info("finished in %.1f min: %s", metrics["time_min"], summary)
+    if "val/acc1" in metrics:
+        best = metrics.get("best/val/acc1", metrics["val/acc1"])
+        log.info("final validation top-1: %.2f%% (best epoch: %.2f%%)", 100 * metrics["val/acc1"], 100 * best)
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     monitor = cfg.get("optimized_metric")
