@@ -1,5 +1,7 @@
 """Train a video network: ``python train.py model=rsa_tiny data=synthetic trainer.max_epochs=5``."""
 
+from __future__ import annotations
+
 import logging
 import os
 from pathlib import Path
