@@ -99,4 +99,4 @@ class VideoDataset(Dataset):
         video = torch.from_numpy(frames).permute(3, 0, 1, 2)  # (C, T, H, W)
         if self.transform is not None:
             video = self.transform(video)
-        return {"video": video.contiguous(), "label": record.label, "video_id": record.video_id}
+        return {"video": video, "label": record.label, "video_id": record.video_id}
