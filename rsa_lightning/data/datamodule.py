@@ -86,13 +86,10 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
         self.predict_split = predict_split
         self.prepare = prepare
-        self.register_mean_std(mean, std)
-        self.class_names: list[str] = []
-        self.datasets: dict[str, VideoDataset] = {}
-
-    def register_mean_std(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
+        self.class_names: list[str] = []
+        self.datasets: dict[str, VideoDataset] = {}
 
     def _path(self, rel: str) -> Path:
         return Path(rel) if Path(rel).is_absolute() else self.root / rel

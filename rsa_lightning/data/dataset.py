@@ -25,7 +25,9 @@ class VideoDecodeError(RuntimeError):
     """A video file that cannot be opened or decoded."""
 
 
-def decode_frames(path: Path, sampler: SegmentSampler, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def decode_frames(
+    path: Path, sampler: SegmentSampler, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Open ``path`` with decord, sample indices for its length and decode exactly those frames.
 
     Returns ``(frames, indices)``: frames is uint8 (T, H, W, 3).
@@ -85,7 +87,8 @@ class VideoDataset(Dataset):
         for attempt in range(self.max_decode_retries + 1):
             record = self.records[(index + attempt) % len(self.records)]
             try:
-                frames, _ = decode_frames(record.path, self.sampler, self._rng())
+                rng = self._rng() if self.training else None  # evaluation indices are deterministic
+                frames, _ = decode_frames(record.path, self.sampler, rng)
                 break
             except VideoDecodeError as err:
                 if str(record.path) not in self.skipped:
