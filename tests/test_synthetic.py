@@ -222,7 +222,10 @@ def test_converge_and_diverge(motion: str, sign: int, seed: int) -> None:
     assert len(moving) == 2  # both objects move
     a, b = _centroids(masks[:, 0]), _centroids(masks[:, 1])
     distance = np.hypot(*(a - b).T)
-    assert (np.diff(distance) * sign).min() > 0 and np.ptp(distance) > 0.12 * SIZE
+    # Mask centroids are offset from the planned centres by a shape-dependent constant, so near the closest approach
+    # their distance may wobble by a fraction of a pixel; the trend over the clip is what is checked.
+    assert (np.diff(distance) * sign).min() > -0.25 and np.ptp(distance) > 0.12 * SIZE
+    assert (distance[-1] - distance[0]) * sign > 0.12 * SIZE
 
 
 @pytest.mark.parametrize("motion", list(MOTIONS))

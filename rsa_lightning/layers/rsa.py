@@ -53,6 +53,8 @@ normalisation epsilon); checked against ``ops/rsa.py`` of the official repositor
   y = (A + I)^T (F kappa^T), which is cheaper than building F' (dv*dv*nh instead of dv*dv*dd multiply-adds per
   position and a dv x nh instead of dv x dd intermediate). Equal in exact arithmetic; fp32 results differ from the
   official order by rounding only.
+- H2 and G filter every value channel alike, so they run as one single-input convolution with the stacked weights
+  [H2; G] (the official layer runs two); the parameters stay separate, under their official names.
 
 Axis names used in every einops call:
     b batch; t h w time, height, width; nh heads; dk query/key channels; dv value channels (c in the equations);
@@ -68,6 +70,7 @@ from typing import Optional
 import torch
 from einops import einsum, rearrange
 from torch import nn
+from torch.nn import functional as F
 
 KERNEL_TYPES = ("V", "R", "V+R")
 CONTEXT_TYPES = ("V", "R", "V+R")
@@ -271,15 +274,22 @@ class RelationalSelfAttention(nn.Module):
             return self.relational_kernel(query, key)
         return self.basic_kernel(query) + self.relational_kernel(query, key)
 
-    def basic_context(self, value: torch.Tensor) -> torch.Tensor:
-        """F[c, d] = sum_m H2[d, m] v_{n+m,c}: the values of the window projected to dd latent offsets."""
-        per_channel = rearrange(value, "b dv t h w -> (b dv) 1 t h w")
-        return rearrange(self.H2(per_channel), "(b dv) dd t h w -> b dv dd t h w", dv=self.value_channels)
+    def value_windows(self, value: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Both window sums over the values, F (basic context) and A (relational mixing; None for context "V").
 
-    def relational_mixing(self, value: torch.Tensor) -> torch.Tensor:
-        """A[c, e] = sum_m G[e, m] v_{n+m,c}, so that the relational context is X^R = V A = (V V^T) G."""
+        F[c, d] = sum_m H2[d, m] v_{n+m,c}: the values of the window projected to dd latent offsets.
+        A[c, e] = sum_m G[e, m] v_{n+m,c}, so that the relational context is X^R = V A = (V V^T) G.
+        Both filter every value channel alike, so they run as ONE single-input convolution with the stacked
+        weights [H2; G] (half the cost of two: the input is read and unfolded once, forward and backward).
+        """
+        dv, dd = self.value_channels, self.latent_channels
         per_channel = rearrange(value, "b dv t h w -> (b dv) 1 t h w")
-        return rearrange(self.G(per_channel), "(b dv) dv_out t h w -> b dv dv_out t h w", dv=self.value_channels)
+        if self.context_type == "V":
+            return rearrange(self.H2(per_channel), "(b dv) dd t h w -> b dv dd t h w", dv=dv), None
+        weight = torch.cat([self.H2.weight, self.G.weight])  # (dd + dv, 1, kt, kh, kw)
+        both = F.conv3d(per_channel, weight, padding=self.H2.padding)
+        both = rearrange(both, "(b dv) j t h w -> b dv j t h w", dv=dv)
+        return both[:, :, :dd], both[:, :, dd:]
 
     def mix_values(self, features: torch.Tensor, mixing: torch.Tensor) -> torch.Tensor:
         """sum_c (A[c, e] + I[c, e]) features[c, j] (context "R": A only): basic + relational context."""
@@ -306,12 +316,12 @@ class RelationalSelfAttention(nn.Module):
             )
         query, key, value = self.project(x)
         kernel = self.kernel(query, key)  # (b, nh, dd, t, h, w)
-        context = self.basic_context(value)  # F (b, dv, dd, t, h, w)
-        if self.context_type == "V":
+        context, mixing = self.value_windows(value)  # F (b, dv, dd, t, h, w), A (b, dv, dv_out, t, h, w) or None
+        if mixing is None:
             y = self.aggregate(kernel, context)
         elif self.mix_after_aggregation:
-            y = self.mix_values(self.aggregate(kernel, context), self.relational_mixing(value))
+            y = self.mix_values(self.aggregate(kernel, context), mixing)
         else:
-            y = self.aggregate(kernel, self.mix_values(context, self.relational_mixing(value)))
+            y = self.aggregate(kernel, self.mix_values(context, mixing))
         out = rearrange(y, "b dv nh t h w -> b (dv nh) t h w")  # value-major channels e * nh + h
         return self.pool(out)
