@@ -108,7 +108,7 @@ _SUPERSAMPLE = 2
 _CRF = 16
 
 # Geometry, as fractions of the frame size (a size is the radius of the object's bounding disc).
-_SIZE_MID = (0.10, 0.13)  # size in the middle of its range
+_SIZE_MID = (0.12, 0.15)  # size in the middle of its range
 _SIZE_RATIO = (2.0, 2.4)  # R: largest / smallest size of a `closer` clip
 _TRAVEL = (0.4, 0.48)  # L: distance a translated object moves over the clip
 _CONVERGE_TRAVEL = 0.5  # sweep of each of the two `converge` objects, relative to a translated object's
