@@ -262,7 +262,7 @@ def test_per_frame_object_states_are_alike_across_pairs() -> None:
     forward = ["left_to_right", "up", "closer", "clockwise", "converge"]
     states = {}
     for motion in forward:
-        plans = [plan_clip(motion, _rng(1000 + k), num_frames=FRAMES, size=SIZE) for k in range(60)]
+        plans = [plan_clip(motion, _rng(1000 + k), num_frames=FRAMES, size=SIZE) for k in range(150)]
         objects = [obj for plan in plans for obj in plan.objects]
         states[motion] = {
             "size": np.concatenate([o.size for o in objects]),
