@@ -18,6 +18,8 @@ def test_shapes_and_positions():
     assert net.forward_features(x).shape == (2, 32, 4, 4, 4)  # time kept, space /8
     # zero-initialised last BN of every block
     assert all(int(torch.count_nonzero(b.bn3.weight.detach())) == 0 for b in [*net.layer1, *net.layer2])
+    ones = ResNet(**TINY, zero_init_residual=False)
+    assert all(bool((b.bn3.weight == 1).all()) for b in [*ones.layer1, *ones.layer2])
 
 
 def test_framewise_network_ignores_frame_order_and_spacetime_does_not():

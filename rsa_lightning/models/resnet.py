@@ -53,6 +53,7 @@ class Bottleneck(nn.Module):
         stride: int,
         mixer: MixerFactory,
         survival: float = 1.0,
+        zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(in_channels, width, kernel_size=1, bias=False)
@@ -61,7 +62,8 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm3d(width)
         self.conv3 = nn.Conv3d(width, out_channels, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm3d(out_channels)
-        nn.init.zeros_(self.bn3.weight)  # each block starts as the identity
+        if zero_init_residual:
+            nn.init.zeros_(self.bn3.weight)  # each block starts as the identity
         self.relu = nn.ReLU(inplace=True)
         self.downsample: Optional[nn.Sequential] = None
         if stride != 1 or in_channels != out_channels:
@@ -96,6 +98,8 @@ class ResNet(nn.Module):
         spatial_mixer: factory for every other block's mixer (default: the 3x3 spatial conv).
         dropout: dropout before the classifier.
         drop_path_rate: stochastic depth; survival falls linearly from 1 (first block) to ``1 - drop_path_rate``.
+        zero_init_residual: start every block's last BN gamma at 0, so each block begins as the identity (the
+            official RSANet init); False starts it at 1.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class ResNet(nn.Module):
         spatial_mixer: MixerFactory = SpatialConv,
         dropout: float = 0.3,
         drop_path_rate: float = 0.0,
+        zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
         if len(block_counts) != len(widths):
@@ -160,6 +165,7 @@ class ResNet(nn.Module):
                         stride=2 if (i == 0 and stage > 0) else 1,
                         mixer=stmixer if use_st else spatial_mixer,
                         survival=survival,
+                        zero_init_residual=zero_init_residual,
                     )
                 )
                 in_channels = width * expansion
