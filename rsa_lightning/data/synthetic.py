@@ -104,7 +104,7 @@ TIME_REVERSED: dict[str, str] = {
 SHAPES = ("square", "triangle", "ell", "cross", "notched_ellipse", "tee")
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
-FORMAT_VERSION = 2  # 2: larger objects and motions (v1 clips are regenerated)
+FORMAT_VERSION = 3  # 2: larger objects and motions; 3: faster turns (older clips are regenerated)
 SPLITS = ("train", "val")
 _SUPERSAMPLE = 2
 _CRF = 16
@@ -114,7 +114,7 @@ _SIZE_MID = (0.12, 0.15)  # size in the middle of its range
 _SIZE_RATIO = (2.0, 2.4)  # R: largest / smallest size of a `closer` clip
 _TRAVEL = (0.4, 0.48)  # L: distance a translated object moves over the clip
 _CONVERGE_TRAVEL = 0.5  # sweep of each of the two `converge` objects, relative to a translated object's
-_TURN = (0.9 * math.pi, 1.3 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
+_TURN = (1.2 * math.pi, 1.6 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
 _MAX_TRIES = 1000
 _PLACE_TRIES = 200  # positions tried for one draw of the object sizes
 
