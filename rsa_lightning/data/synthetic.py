@@ -30,10 +30,11 @@ sees the *bag* of frames of a clip. The dataset is built so that this bag carrie
   two large objects fit a ``converge`` clip less often, so its objects are somewhat smaller (a hint at the
   converge/diverge *pair*, never at which of the two).
 
-Format version 2 (the default) has larger objects and motions than version 1 (object size 0.12-0.15 instead of
-0.095-0.125 of the frame, travel 0.40-0.48 instead of 0.28-0.38, turn 0.9-1.3 pi instead of 0.5-0.9 pi): with
-version 1 no TSN-style ResNet (RSA or 3D-conv mixers) left the chance plateau within a CPU budget of minutes (a plain 3D
-CNN reached 32 % in 3 epochs, an early-fusion CNN 93 % in 12). Measured results with version 2 are in the README.
+Format version 3 (the default) has larger objects and motions than version 1 (object size 0.12-0.15 instead of
+0.095-0.125 of the frame, travel 0.40-0.48 instead of 0.28-0.38, turn 1.2-1.6 pi instead of 0.5-0.9 pi): with
+version 1 no TSN-style ResNet (RSA or 3D-conv mixers) left the chance plateau within a CPU budget of minutes (a
+plain 3D CNN reached 32 % in 3 epochs, an early-fusion CNN 93 % in 12). Version 2 turned by 0.9-1.3 pi. Measured
+results with the current version are in the README.
 
 Conventions
 -----------
