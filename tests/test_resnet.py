@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rsa_lightning.layers.conv import SpaceTimeConv, SpatialConv
-from rsa_lightning.models import DropPath, ResNet
+from rsa_lightning.layers.shift import TemporalShift
+from rsa_lightning.models import BasicBlock, DropPath, ResNet
 
 TINY = dict(num_classes=5, block_counts=(1, 2), widths=(8, 16), expansion=2, stem_width=8)
 
@@ -76,3 +77,115 @@ def test_invalid_arguments(kwargs, match):
 def test_input_layout_is_checked():
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         ResNet(**TINY)(torch.randn(2, 4, 3, 32, 32))
+
+
+def randomise_norms(net: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters (incl. the zero-initialised last gamma of every block)."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+
+
+def test_basic_block_resnet():
+    net = ResNet(**{**TINY, "expansion": 1}, block=BasicBlock, stmixer=SpaceTimeConv, stmixer_positions=[[0], [1]])
+    assert isinstance(net.layer1[0].conv2, SpaceTimeConv) and isinstance(net.layer2[0].conv1, SpatialConv)
+    assert net.layer2[0].conv1.stride == (1, 2, 2) and net.layer2[0].conv2.stride == (1, 1, 1)
+    assert all(int(torch.count_nonzero(b.bn2.weight.detach())) == 0 for b in net.blocks())
+    assert net.stmixer_blocks == ["layer1.0", "layer2.1"]
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert net(x).shape == (2, 5) and net.forward_features(x).shape == (2, 16, 4, 4, 4)
+    with pytest.raises(ValueError, match="expansion 1"):
+        ResNet(**TINY, block=BasicBlock)
+
+
+def test_resnet18_and_50_have_torchvision_parameter_counts():
+    """torchvision's ResNet-18/50 (1000 classes) have 11,689,512 and 25,557,032 parameters."""
+    r18 = ResNet(num_classes=1000, block=BasicBlock, block_counts=(2, 2, 2, 2), expansion=1)
+    r50 = ResNet(num_classes=1000)
+    assert sum(p.numel() for p in r18.parameters()) == 11_689_512
+    assert sum(p.numel() for p in r50.parameters()) == 25_557_032
+
+
+def test_temporal_shift_moves_one_eighth_each_way():
+    x = torch.arange(2 * 16 * 3 * 1 * 1, dtype=torch.float32).reshape(2, 16, 3, 1, 1) + 1
+    y = TemporalShift(channels=16, fold_div=8)(x)
+    # channels 0-1: frame t <- t + 1 (last frame zero); 2-3: frame t <- t - 1 (first frame zero); 4-15 unchanged
+    assert torch.equal(y[:, :2, :2], x[:, :2, 1:]) and not y[:, :2, 2].any()
+    assert torch.equal(y[:, 2:4, 1:], x[:, 2:4, :2]) and not y[:, 2:4, 0].any()
+    assert torch.equal(y[:, 4:], x[:, 4:])
+    with pytest.raises(ValueError, match="no channel"):
+        TemporalShift(channels=4, fold_div=8)
+    with pytest.raises(ValueError, match=r"\(B, 16, T, H, W\)"):
+        TemporalShift(channels=16)(torch.randn(1, 8, 2, 1, 1))
+
+
+def test_tsm_mixes_time_with_no_extra_parameters():
+    torch.manual_seed(0)
+    tsn = ResNet(**TINY)
+    tsm = ResNet(**TINY, temporal_shift=functools.partial(TemporalShift, fold_div=4))
+    assert sum(p.numel() for p in tsn.parameters()) == sum(p.numel() for p in tsm.parameters())
+    tsm.load_state_dict(tsn.state_dict())
+    randomise_norms(tsm)
+    tsm.eval()
+    x = torch.randn(2, 3, 5, 32, 32)
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    with torch.no_grad():
+        assert not torch.allclose(tsm(x), tsm(x[:, :, perm]), atol=1e-5)
+        # with the shift switched off (fold 0 of the channels) it is the frame-wise TSN again
+        for block in tsm.blocks():
+            block.shift = torch.nn.Identity()
+        assert torch.allclose(tsm(x), tsm(x[:, :, perm]), atol=1e-5)
+
+
+def torchvision_state_dict(net: ResNet, num_classes: int = 1000) -> dict[str, torch.Tensor]:
+    """``net``'s weights in torchvision's layout: 2D kernels, a 1000-class fc."""
+    sd = {k: (v.squeeze(2) if v.dim() == 5 else v).clone() for k, v in net.state_dict().items()}
+    sd["fc.weight"] = torch.randn(num_classes, net.num_features)
+    sd["fc.bias"] = torch.randn(num_classes)
+    return sd
+
+
+def test_imagenet_init_inflates_and_leaves_mixer_blocks_random(tmp_path, caplog):
+    torch.manual_seed(0)
+    source = ResNet(**TINY)
+    randomise_norms(source)
+    path = tmp_path / "resnet.pth"
+    torch_state = torchvision_state_dict(source)
+    torch.save(torch_state, path)
+    net = ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[], [1]], pretrained=str(path))
+    fresh = ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[], [1]])
+    own = net.state_dict()
+    for key, value in own.items():
+        if key.startswith("layer2.1.") or key.startswith("fc."):
+            continue
+        assert torch.equal(value, torch_state[key].view_as(value)), key
+    assert own["conv1.weight"].shape == (8, 3, 1, 7, 7)
+    # the space-time block keeps its fresh initialisation statistics and starts as the identity
+    assert torch.equal(own["layer2.1.bn1.running_var"], torch.ones(16))
+    assert not torch.equal(own["layer2.1.conv1.weight"].flatten(), torch_state["layer2.1.conv1.weight"].flatten())
+    assert not own["layer2.1.bn3.weight"].any()
+    assert own["fc.weight"].shape == fresh.state_dict()["fc.weight"].shape
+    assert not torch.equal(own["fc.weight"][:5], torch_state["fc.weight"][:5])
+
+    del torch_state["layer1.0.bn1.running_mean"]
+    torch_state["extra.weight"] = torch.zeros(1)
+    torch.save(torch_state, path)
+    with caplog.at_level("WARNING"):
+        ResNet(**TINY, pretrained=str(path))
+    assert "layer1.0.bn1.running_mean" in caplog.text and "extra.weight" in caplog.text
+
+
+def test_imagenet_init_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ResNet(**TINY, pretrained=str(tmp_path / "nope.pth"))
+    wide = ResNet(**{**TINY, "widths": (8, 32)})
+    torch.save({"state_dict": torchvision_state_dict(wide)}, tmp_path / "wide.pth")
+    with pytest.raises(ValueError, match=r"'layer2.0.conv1.weight' has shape \(32, 16, 1, 1\)"):
+        ResNet(**TINY, pretrained=str(tmp_path / "wide.pth"))
+    torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="none of its keys"):
+        ResNet(**TINY, pretrained=str(tmp_path / "other.pth"))

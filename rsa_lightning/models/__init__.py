@@ -1,3 +1,4 @@
-from rsa_lightning.models.resnet import Bottleneck, DropPath, ResNet
+from rsa_lightning.models.pretrained import load_imagenet_resnet
+from rsa_lightning.models.resnet import BasicBlock, Bottleneck, DropPath, ResNet
 
-__all__ = ["Bottleneck", "DropPath", "ResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "DropPath", "ResNet", "load_imagenet_resnet"]

@@ -2,8 +2,12 @@
 
 Every frame goes through a 2D ResNet (kernels (1, k, k), time never downsampled) except at the blocks listed in
 ``stmixer_positions``, whose spatial 3x3 convolution is replaced by ``stmixer`` (e.g. an RSA layer), which mixes
-space *and* time. With no ``stmixer`` the network is a frame-wise TSN. The head pools space per frame, applies
-dropout and a linear classifier per frame, and averages the logits over time (TSN average consensus).
+space *and* time. With no ``stmixer`` the network is a frame-wise TSN; with ``temporal_shift`` it is a TSM. The head
+pools space per frame, applies dropout and a linear classifier per frame, and averages the logits over time (TSN
+average consensus). ResNet-18/34 use :class:`BasicBlock` (``block``, expansion 1), ResNet-50/101 :class:`Bottleneck`.
+
+In a BasicBlock the mixer replaces the second 3x3 conv (``conv2``, never strided; ``conv1`` keeps the stride), so
+a mixer always sits at the same place: the block's ``conv2``, as in the official RSANet bottlenecks.
 
 Module names follow torchvision's ResNet (``conv1 bn1 layer1..4``, blocks ``conv1 bn1 conv2 bn2 conv3 bn3
 downsample``) so ImageNet and official RSANet weights map onto it key by key.
@@ -18,8 +22,11 @@ import torch
 from torch import nn
 
 from rsa_lightning.layers.conv import SpatialConv
+from rsa_lightning.models.pretrained import load_imagenet_resnet
 
 MixerFactory = Callable[..., nn.Module]
+BlockFactory = Callable[..., nn.Module]
+ShiftFactory = Callable[..., nn.Module]
 
 
 class DropPath(nn.Module):
@@ -41,6 +48,59 @@ class DropPath(nn.Module):
         return f"survival={self.survival:.3f}"
 
 
+def make_downsample(in_channels: int, out_channels: int, stride: int) -> Optional[nn.Sequential]:
+    """The projection shortcut (1x1x1 conv + BN) when a block changes resolution or width; None otherwise."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=(1, stride, stride), bias=False),
+        nn.BatchNorm3d(out_channels),
+    )
+
+
+class BasicBlock(nn.Module):
+    """3x3 (strided) -> mixer (the second 3x3 conv, or an RSA layer), with a residual connection (ResNet-18/34).
+
+    ``width`` must equal ``out_channels`` (expansion 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int,
+        mixer: MixerFactory,
+        survival: float = 1.0,
+        zero_init_residual: bool = True,
+        temporal_shift: Optional[ShiftFactory] = None,
+    ) -> None:
+        super().__init__()
+        if width != out_channels:
+            raise ValueError(f"BasicBlock has expansion 1: width {width} must equal out_channels {out_channels}")
+        self.shift = temporal_shift(channels=in_channels) if temporal_shift is not None else nn.Identity()
+        self.conv1 = SpatialConv(in_channels=in_channels, out_channels=width, stride=stride)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.conv2 = mixer(in_channels=width, out_channels=width, stride=1)
+        self.bn2 = nn.BatchNorm3d(width)
+        if zero_init_residual:
+            nn.init.zeros_(self.bn2.weight)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_downsample(in_channels, out_channels, stride)
+        self.drop_path = DropPath(survival)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm3d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(self.shift(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(self.drop_path(out) + identity)
+
+
 class Bottleneck(nn.Module):
     """1x1x1 -> mixer (the spatial 3x3 conv, or an RSA layer) -> 1x1x1, with a residual connection."""
 
@@ -54,8 +114,10 @@ class Bottleneck(nn.Module):
         mixer: MixerFactory,
         survival: float = 1.0,
         zero_init_residual: bool = True,
+        temporal_shift: Optional[ShiftFactory] = None,
     ) -> None:
         super().__init__()
+        self.shift = temporal_shift(channels=in_channels) if temporal_shift is not None else nn.Identity()
         self.conv1 = nn.Conv3d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm3d(width)
         self.conv2 = mixer(in_channels=width, out_channels=width, stride=stride)
@@ -65,17 +127,16 @@ class Bottleneck(nn.Module):
         if zero_init_residual:
             nn.init.zeros_(self.bn3.weight)  # each block starts as the identity
         self.relu = nn.ReLU(inplace=True)
-        self.downsample: Optional[nn.Sequential] = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=(1, stride, stride), bias=False),
-                nn.BatchNorm3d(out_channels),
-            )
+        self.downsample = make_downsample(in_channels, out_channels, stride)
         self.drop_path = DropPath(survival)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm3d:
+        return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(self.shift(x))))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(self.drop_path(out) + identity)
@@ -100,6 +161,12 @@ class ResNet(nn.Module):
         drop_path_rate: stochastic depth; survival falls linearly from 1 (first block) to ``1 - drop_path_rate``.
         zero_init_residual: start every block's last BN gamma at 0, so each block begins as the identity (the
             official RSANet init); False starts it at 1.
+        block: block factory, :class:`Bottleneck` (ResNet-50/101) or :class:`BasicBlock` (ResNet-18/34, expansion 1).
+        temporal_shift: factory ``(channels=) -> nn.Module`` applied on the residual branch of every block before
+            its first conv, e.g. ``functools.partial(TemporalShift, fold_div=8)`` (TSM); None: no shift.
+        pretrained: path of a local torchvision-layout ImageNet ResNet state dict, loaded by
+            :func:`rsa_lightning.models.pretrained.load_imagenet_resnet` (blocks with a space-time mixer and the
+            classifier stay random). Nothing is ever downloaded.
     """
 
     def __init__(
@@ -118,6 +185,9 @@ class ResNet(nn.Module):
         dropout: float = 0.3,
         drop_path_rate: float = 0.0,
         zero_init_residual: bool = True,
+        block: BlockFactory = Bottleneck,
+        temporal_shift: Optional[ShiftFactory] = None,
+        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(block_counts) != len(widths):
@@ -150,6 +220,7 @@ class ResNet(nn.Module):
         )
 
         total = sum(block_counts)
+        self.stmixer_blocks: list[str] = []  # names ("layer2.1", ...) of the blocks whose conv2 is ``stmixer``
         block_id = 0
         in_channels = stem_width
         for stage, (count, width) in enumerate(zip(block_counts, widths)):
@@ -157,8 +228,10 @@ class ResNet(nn.Module):
             for i in range(count):
                 survival = 1.0 - drop_path_rate * block_id / max(total - 1, 1)
                 use_st = stmixer is not None and i in positions[stage]
+                if use_st:
+                    self.stmixer_blocks.append(f"layer{stage + 1}.{i}")
                 blocks.append(
-                    Bottleneck(
+                    block(
                         in_channels=in_channels,
                         width=width,
                         out_channels=width * expansion,
@@ -166,6 +239,7 @@ class ResNet(nn.Module):
                         mixer=stmixer if use_st else spatial_mixer,
                         survival=survival,
                         zero_init_residual=zero_init_residual,
+                        temporal_shift=temporal_shift,
                     )
                 )
                 in_channels = width * expansion
@@ -176,10 +250,16 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
         self._init_weights()
+        if pretrained is not None:
+            load_imagenet_resnet(self, pretrained)
+
+    def blocks(self) -> list[nn.Module]:
+        """Every residual block, in order."""
+        return [b for stage in range(self.num_stages) for b in getattr(self, f"layer{stage + 1}")]
 
     def _init_weights(self) -> None:
         # Kaiming (fan-out) for the network's own convolutions; a space-time mixer keeps its own initialisation.
-        mixers = [m for m in self.modules() if isinstance(m, Bottleneck) and not isinstance(m.conv2, nn.Conv3d)]
+        mixers = [b for b in self.blocks() if not isinstance(b.conv2, nn.Conv3d)]
         own = {id(p) for b in mixers for p in b.conv2.parameters()}
         for m in self.modules():
             if isinstance(m, nn.Conv3d) and id(m.weight) not in own:

@@ -1,0 +1,110 @@
+"""ImageNet initialisation of the TSN ResNet from a local torchvision-layout ResNet state dict.
+
+The 2D weights are inflated to (1, k, k) kernels and copied key by key through an explicit map. As in the RSANet
+paper, every block that holds a space-time mixer (RSA, 3D conv, local attention) is left entirely random: its
+conv1, bn1, mixer, bn2, conv3 and bn3 (running statistics included) keep their fresh initialisation, and the
+block's last BN gamma is set to 0 so the block starts as the identity. The projection shortcut of such a block (none
+of RSANet's positions has one) is loaded. The classifier is always new. Nothing is downloaded: the file is given by
+path (e.g. torchvision's ``resnet50-0676ba61.pth``, saved once on a machine with internet).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from rsa_lightning.models.resnet import ResNet
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth`` state dict (bare, or under ``state_dict`` / ``model``; a ``module.`` prefix is removed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained={path} does not exist: give the path of a local torchvision ResNet state dict (.pth)"
+        )
+    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} is not a state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def imagenet_key_map(net: ResNet) -> dict[str, str]:
+    """Our state-dict key -> torchvision key, for every tensor that ImageNet weights initialise.
+
+    Torchvision names equal ours (``conv1``, ``bn1``, ``layerS.I.convN``, ``layerS.I.downsample.{0,1}``); excluded are
+    the classifier and the blocks listed in ``net.stmixer_blocks`` (except their shortcut).
+    """
+    random_prefixes = tuple(f"{name}." for name in net.stmixer_blocks)
+    key_map = {}
+    for key in net.state_dict():
+        if key in CLASSIFIER_KEYS:
+            continue
+        if key.startswith(random_prefixes) and ".downsample." not in key:
+            continue
+        key_map[key] = key
+    return key_map
+
+
+def inflate(weight: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
+    """A 2D conv kernel (O, I, kh, kw) as a (O, I, 1, kh, kw) 3D kernel; other tensors unchanged."""
+    if weight.dim() == 4 and len(target_shape) == 5 and target_shape[2] == 1:
+        return weight.unsqueeze(2)
+    return weight
+
+
+def load_imagenet_resnet(net: ResNet, path: str | Path) -> dict[str, list[str]]:
+    """Initialise ``net`` from the torchvision ResNet state dict at ``path``; returns the report it logs once.
+
+    Raises ValueError naming the key when a tensor's shape does not match (e.g. a ResNet-18 file for a ResNet-50),
+    or when the file initialises nothing.
+    """
+    source = read_state_dict(path)
+    own = net.state_dict()
+    key_map = imagenet_key_map(net)
+    loaded, missing = {}, []
+    for key, src_key in key_map.items():
+        if src_key not in source:
+            missing.append(src_key)
+            continue
+        tensor = inflate(source[src_key], own[key].shape)
+        if tensor.shape != own[key].shape:
+            raise ValueError(
+                f"{path}: '{src_key}' has shape {tuple(source[src_key].shape)}, the network needs "
+                f"{tuple(own[key].shape)} for '{key}' (is it the ImageNet checkpoint of the same depth and width?)"
+            )
+        loaded[key] = tensor.to(own[key].dtype)
+    if not loaded:
+        raise ValueError(f"{path}: none of its keys matches a torchvision ResNet (e.g. 'conv1.weight', 'layer1.0.*')")
+    used = set(key_map.values())
+    skipped_blocks = tuple(f"{name}." for name in net.stmixer_blocks)
+    unexpected = [k for k in source if k not in used and k not in CLASSIFIER_KEYS and not k.startswith(skipped_blocks)]
+    with torch.no_grad():
+        for key, tensor in loaded.items():
+            own[key].copy_(tensor)
+        for name in net.stmixer_blocks:
+            nn.init.zeros_(net.get_submodule(name).last_bn.weight)
+    report = {"loaded": sorted(loaded), "missing": missing, "unexpected": unexpected, "random": net.stmixer_blocks}
+    log.info(
+        "ImageNet weights from %s: %d tensors loaded; left random: classifier and blocks %s",
+        path,
+        len(loaded),
+        ", ".join(net.stmixer_blocks) or "(none)",
+    )
+    if missing:
+        log.warning("ImageNet weights from %s: %d tensors missing, left random: %s", path, len(missing), missing)
+    if unexpected:
+        log.warning("ImageNet weights from %s: %d unused tensors: %s", path, len(unexpected), unexpected)
+    return report
