@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+
+UNLABELLED = -1
 
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One labelled video. ``path`` is absolute; ``video_id`` is unique within a split."""
+    """One video of a split.
+
+    Attributes:
+        path: absolute path of the video file, or of the folder of frames (frame backends).
+        label: class id in [0, num_classes), or ``UNLABELLED`` (-1) for splits published without labels.
+        video_id: unique within a split (the id the publisher uses, e.g. the SSv2 number).
+        num_frames: frame count when the annotation states it (frame-folder lists); None: ask the decoder.
+        start_frame / end_frame: the clip is frames [start_frame, end_frame) of the file (e.g. Diving48
+            annotations); None: from the first / to the last frame.
+    """
 
     path: Path
     label: int
     video_id: str
+    num_frames: Optional[int] = None
+    start_frame: Optional[int] = None
+    end_frame: Optional[int] = None
 
 
 def read_video_list(list_file: Path | str, root: Path | str) -> list[VideoRecord]:
