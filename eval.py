@@ -17,14 +17,13 @@ def main(cfg: DictConfig) -> None:
     from rsa_lightning.evaluate import evaluate
 
     metrics = evaluate(cfg, overrides=HydraConfig.get().overrides.task)
-    acc5_key = next(k for k in metrics if k.startswith("acc") and k != "acc1")
+    scores = ", ".join(f"top-{k[3:]} {100 * v:.2f}%" for k, v in metrics.items() if k.startswith("acc"))
     log.info(
-        "%s: %d videos, top-1 %.2f%%, top-%s %.2f%%",
+        "%s: %d videos x %d views, %s",
         metrics["split"],
         metrics["num_videos"],
-        100 * metrics["acc1"],
-        acc5_key[3:],
-        100 * metrics[acc5_key],
+        metrics["views_per_video"],
+        scores or "no labels (predictions only)",
     )
     log.info("predictions: %s", metrics["predictions_file"])
 

@@ -69,6 +69,27 @@ def write_predictions(
             writer.writerow(row)
 
 
+def fuse_views(
+    video_ids: Sequence[str], labels: torch.Tensor, probs: torch.Tensor, replaced: Sequence[str] = ()
+) -> tuple[list[str], torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Average the class probabilities of every view of a video; one row per video, in order of first appearance.
+
+    Views that stand in for a video that failed to decode (``replaced`` non-empty) are dropped, so a replacement
+    never adds views to another video. Returns ids, labels, fused probabilities and the number of views per video.
+    """
+    rows: dict[str, list[int]] = {}
+    for i, vid in enumerate(video_ids):
+        if replaced and replaced[i]:
+            continue
+        rows.setdefault(vid, []).append(i)
+    ids = list(rows)
+    if not ids:
+        raise ValueError("no view was decoded: every sample of the split was replaced (see the warnings above)")
+    fused = torch.stack([probs[idx].mean(dim=0) for idx in rows.values()])
+    fused_labels = torch.stack([labels[idx[0]] for idx in rows.values()])
+    return ids, fused_labels, fused, {vid: len(idx) for vid, idx in rows.items()}
+
+
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; writes predictions and metrics into ``cfg.paths.output_dir``."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -84,18 +105,33 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_model_summary=False)
     batches = trainer.predict(model=model, datamodule=datamodule)
 
-    video_ids = [v for b in batches for v in b["video_id"]]
-    labels = torch.cat([b["label"] for b in batches]).cpu()
-    probs = torch.cat([b["probs"] for b in batches]).float().cpu()
+    replaced = [r for b in batches for r in b.get("replaced", [""] * len(b["video_id"]))]
+    video_ids, labels, probs, views = fuse_views(
+        [v for b in batches for v in b["video_id"]],
+        torch.cat([b["label"] for b in batches]).cpu(),
+        torch.cat([b["probs"] for b in batches]).float().cpu(),
+        replaced,
+    )
+    skipped = sorted({r for r in replaced if r})
+    if skipped:
+        log.warning("%d videos could not be decoded and are not scored: %s", len(skipped), skipped)
     class_names = list(checkpoint.get("class_names") or getattr(datamodule, "class_names", []))
     k = int(cfg.get("top_k", 5))
+    labelled = labels >= 0
     metrics = {
         "split": cfg.split,
         "num_videos": len(video_ids),
-        "acc1": accuracy_at(probs, labels, 1),
-        f"acc{min(5, probs.shape[1])}": accuracy_at(probs, labels, 5),
+        "views_per_video": max(views.values()),
+        "skipped_videos": skipped,
         "ckpt_path": str(cfg.ckpt_path),
     }
+    if labelled.all():
+        metrics["acc1"] = accuracy_at(probs, labels, 1)
+        metrics[f"acc{min(5, probs.shape[1])}"] = accuracy_at(probs, labels, 5)
+    elif labelled.any():
+        raise ValueError(f"the {cfg.split} split mixes labelled and unlabelled videos; cannot score it")
+    else:
+        log.info("the %s split has no labels: predictions only", cfg.split)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions = output_dir / f"predictions_{cfg.split}.csv"

@@ -1,4 +1,8 @@
-"""LightningDataModule over ``<path> <label>`` annotation lists.
+"""LightningDataModule: a dataset's annotations + a decoding backend + a frame sampler + clip transforms.
+
+Every dataset (``conf/data/<name>.yaml``) is this one class with different parts: the annotation reader of its
+published format (:mod:`rsa_lightning.data.annotations`), a decoder (:mod:`rsa_lightning.data.decoding`), a sampler
+(:mod:`rsa_lightning.data.sampling`) and the train/eval transforms (:mod:`rsa_lightning.data.transforms`).
 
 Normalisation happens here, once, on the device: the loaders yield uint8 clips (B, C, T, H, W) and
 :meth:`VideoDataModule.on_after_batch_transfer` turns them into float ``(x / 255 - mean) / std``.
@@ -15,9 +19,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from rsa_lightning.data.annotations import VideoRecord, read_class_names, read_video_list
-from rsa_lightning.data.dataset import VideoDataset
-from rsa_lightning.data.transforms import ClipTransform, normalize
+from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
+from rsa_lightning.data.dataset import VideoDataset, read_exclusions
+from rsa_lightning.data.transforms import mirror_pairs, normalize
 
 log = logging.getLogger(__name__)
 
@@ -25,65 +29,94 @@ SPLITS = ("train", "val", "test")
 
 
 class VideoDataModule(pl.LightningDataModule):
-    """Video classification data from annotation lists under ``root``.
+    """Video classification data of one dataset under ``root``.
 
     Args:
-        root: dataset folder; relative list/class paths are resolved against it.
-        num_classes: number of classes; checked against the class-name file.
-        num_frames: frames per clip ``T`` (TSN segments).
+        root: the dataset folder (``data.root``); every relative path of the annotations is resolved against it.
+        annotations: factory ``(root=) -> annotations`` with ``class_names()`` and ``records(split)``, e.g.
+            ``functools.partial(SSv2Annotations)``; called with ``root`` so that ``data.root=...`` moves everything.
+        num_classes: number of classes; checked against the annotations.
+        num_frames: frames per clip ``T`` (the configs build the sampler with it).
+        crop_size: side of the square frames the network sees (the configs build the transforms with it; the
+            evaluation transform's ``crop_size`` is checked against it).
         batch_size: clips per batch per device.
         num_workers: decoding processes per device.
-        train_list / val_list / test_list: annotation lists (``<path> <label>`` per line); ``test_list`` None means
-            the test split is the validation split.
-        class_names_file: one class name per line.
-        scale_size / crop_size: short side after resizing, then the square crop fed to the network.
+        sampler: factory ``(training=) -> sampler``, e.g. ``partial(SegmentSampler, num_segments=8)``.
+        backend: the decoder (``read(record, choose)``), e.g. ``DecordBackend()``.
+        train_transform: factory ``(mirror=) -> transform`` (a partial :class:`TrainTransform`); the DataModule
+            passes the mirror classes derived from the class names (``mirror_pairs``) when the flip policy needs them.
+        eval_transform: the evaluation transform (:class:`EvalTransform`).
+        num_clips / num_crops: views per video for the test and predict splits (validation during training uses one
+            view, the official "efficient" protocol).
         mean / std: RGB normalisation in [0, 1] units.
+        exclusions_file: videos to leave out (written by ``rsa_lightning.tools.scan_videos``); relative to ``root``;
+            used when the file exists.
+        decode_timeout: seconds a single decode may take before the video is skipped (None: no limit).
         predict_split: the split ``predict_dataloader`` serves (eval.py sets it).
-        prepare: called once (rank 0) before setup, e.g. to generate a synthetic dataset into ``root``.
+        prepare: called once (rank 0) before setup with ``root=``, e.g. to generate the synthetic dataset.
     """
 
     def __init__(
         self,
         *,
         root: str | Path,
+        annotations: Callable[..., Any],
         num_classes: int,
         num_frames: int,
         batch_size: int,
+        crop_size: int,
+        sampler: Callable[..., Callable],
+        backend: Any,
+        train_transform: Callable[..., Callable],
+        eval_transform: Callable,
         num_workers: int = 0,
-        train_list: str = "annotations/train.txt",
-        val_list: str = "annotations/val.txt",
-        test_list: Optional[str] = None,
-        class_names_file: str = "annotations/classes.txt",
-        scale_size: int = 64,
-        crop_size: int = 64,
+        num_clips: int = 1,
+        num_crops: int = 1,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        exclusions_file: Optional[str] = "exclusions.txt",
+        decode_timeout: Optional[float] = None,
         pin_memory: bool = False,
         predict_split: str = "test",
-        prepare: Optional[Callable[[], Any]] = None,
+        prepare: Optional[Callable[..., Any]] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("num_frames", num_frames), ("batch_size", batch_size), ("num_classes", num_classes)):
+        for name, value in (
+            ("num_frames", num_frames),
+            ("batch_size", batch_size),
+            ("num_classes", num_classes),
+            ("num_clips", num_clips),
+            ("num_crops", num_crops),
+            ("crop_size", crop_size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        if crop_size > scale_size:
-            raise ValueError(f"data.crop_size ({crop_size}) must not exceed data.scale_size ({scale_size})")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"data.mean and data.std need 3 values with std > 0, got {mean} and {std}")
+        if predict_split not in SPLITS:
+            raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
+        if getattr(eval_transform, "crop_size", crop_size) != crop_size:
+            raise ValueError(
+                f"data.eval_transform.crop_size ({eval_transform.crop_size}) differs from data.crop_size ({crop_size})"
+            )
         self.root = Path(root)
+        self.crop_size = crop_size
+        self.annotations = annotations(root=self.root)
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.lists = {"train": train_list, "val": val_list, "test": test_list or val_list}
-        self.class_names_file = class_names_file
-        self.scale_size = scale_size
-        self.crop_size = crop_size
+        self.sampler_factory = sampler
+        self.backend = backend
+        self.train_transform_factory = train_transform
+        self.eval_transform = eval_transform
+        self.num_clips = num_clips
+        self.num_crops = num_crops
+        self.exclusions_file = exclusions_file
+        self.decode_timeout = decode_timeout
         self.pin_memory = pin_memory
-        if predict_split not in SPLITS:
-            raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
         self.predict_split = predict_split
         self.prepare = prepare
         self.mean = torch.tensor(mean, dtype=torch.float32)
@@ -91,44 +124,80 @@ class VideoDataModule(pl.LightningDataModule):
         self.class_names: list[str] = []
         self.datasets: dict[str, VideoDataset] = {}
 
-    def _path(self, rel: str) -> Path:
-        return Path(rel) if Path(rel).is_absolute() else self.root / rel
-
     def prepare_data(self) -> None:
         if self.prepare is not None:
-            self.prepare()
+            self.prepare(root=self.root)
+
+    @property
+    def exclusions_path(self) -> Optional[Path]:
+        if not self.exclusions_file:
+            return None
+        path = Path(self.exclusions_file)
+        return path if path.is_absolute() else self.root / path
 
     def records(self, split: str) -> list[VideoRecord]:
+        """The split's videos, minus those in the exclusion list; labels checked against ``num_classes``."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        records = read_video_list(self._path(self.lists[split]), self.root)
-        bad = [r for r in records if not 0 <= r.label < self.num_classes]
+        records = self.annotations.records(split)
+        bad = [r for r in records if not (0 <= r.label < self.num_classes or r.label == UNLABELLED)]
         if bad:
             raise ValueError(
-                f"{self._path(self.lists[split])}: label {bad[0].label} of {bad[0].video_id} is outside "
-                f"[0, {self.num_classes}); check data.num_classes"
+                f"{split} split: label {bad[0].label} of video {bad[0].video_id} is outside [0, {self.num_classes}); "
+                "check data.num_classes"
             )
+        path = self.exclusions_path
+        if path is not None and path.is_file():
+            excluded = read_exclusions(path, split)
+            kept = [r for r in records if r.video_id not in excluded]
+            if len(kept) < len(records):
+                log.info("%s split: %d videos left out (listed in %s)", split, len(records) - len(kept), path)
+            if not kept:
+                raise ValueError(f"{split} split: every video is listed in {path}; nothing left to load")
+            records = kept
         return records
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        self.class_names = read_class_names(self._path(self.class_names_file))
-        if len(self.class_names) != self.num_classes:
+    def load_class_names(self) -> list[str]:
+        names = list(self.annotations.class_names())
+        if len(names) != self.num_classes:
             raise ValueError(
-                f"data.num_classes is {self.num_classes} but {self._path(self.class_names_file)} lists "
-                f"{len(self.class_names)} classes"
+                f"data.num_classes is {self.num_classes} but the annotations ({self.annotations!r}) have "
+                f"{len(names)} classes"
             )
+        return names
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.class_names = self.load_class_names()
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
         for split in splits.get(stage, SPLITS) if stage else SPLITS:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
-                log.info("%s split: %d videos from %s", split, len(self.datasets[split]), self.lists[split])
+
+    def train_transform(self) -> Callable:
+        mirror = {}
+        policy = getattr(self.train_transform_factory, "keywords", {}).get("flip")
+        if policy in ("skip", "swap"):
+            mirror = mirror_pairs(self.class_names or self.load_class_names())
+            log.info("flip policy %r; mirror classes: %s", policy, sorted((a, b) for a, b in mirror.items() if a < b))
+        return self.train_transform_factory(mirror=mirror)
 
     def build_dataset(self, split: str) -> VideoDataset:
         training = split == "train"
-        transform = ClipTransform(scale_size=self.scale_size, crop_size=self.crop_size, training=training)
-        return VideoDataset(
-            records=self.records(split), num_frames=self.num_frames, training=training, transform=transform
+        views = (1, 1) if split in ("train", "val") else (self.num_clips, self.num_crops)
+        dataset = VideoDataset(
+            records=self.records(split),
+            backend=self.backend,
+            sampler=self.sampler_factory(training=training),
+            transform=self.train_transform() if training else self.eval_transform,
+            training=training,
+            num_clips=views[0],
+            num_crops=views[1],
+            decode_timeout=self.decode_timeout,
         )
+        log.info(
+            "%s split: %d videos x %d clips x %d crops", split, len(dataset.records), dataset.num_clips, views[1]
+        )
+        return dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

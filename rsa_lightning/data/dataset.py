@@ -1,105 +1,265 @@
-"""Map-style video dataset: decode the sampled frames of one clip with decord.
+"""Map-style video dataset: sample, decode and transform one view of one video; skip broken videos.
 
-A sample is ``{"video": uint8 tensor (C, T, H, W), "label": int, "video_id": str}``; the default collate turns a
-list of samples into ``video: (B, C, T, H, W)``, ``label: (B,)`` and a list of ids.
+A sample is ``{"video": uint8 (C, T, H, W), "label": int, "video_id": str, "view": int, "replaced": str}``; the
+default collate turns a list of samples into ``video: (B, C, T, H, W)``, ``label: (B,)``, ``view: (B,)`` and lists
+of ids.
+
+Views: in evaluation every video is read ``num_clips`` x ``num_crops`` times; dataset index
+``(video * num_clips + clip) * num_crops + crop`` is view ``clip * num_crops + crop`` of video ``video``. In training
+each video is one index with a fresh random clip and augmentation per epoch.
+
+Broken videos: a video whose decode raises :class:`VideoDecodeError` (or exceeds ``decode_timeout``) is skipped with
+one warning per file and process, and replaced by the next record of the list (same view), deterministically; the
+sample's ``"replaced"`` names the skipped video (empty otherwise), so
+:class:`rsa_lightning.utils.callbacks.SkippedSamplesMonitor` can count skips across DataLoader workers. Known broken
+files are best left out beforehand: ``rsa_lightning.tools.scan_videos`` writes an exclusion list
+(:func:`write_exclusions` / :func:`read_exclusions`).
+
+Decode timeout: a native hang (a decoder stuck inside FFmpeg) must not freeze training. With ``decode_timeout`` set,
+each read runs in a fresh daemon thread that the sample waits for with ``join(timeout)``; past it, the video is
+skipped like a broken one and the thread is abandoned (it holds one reader until it returns, if ever, and never
+blocks process exit). This works identically in the main process and in DataLoader workers. ``signal.alarm`` was
+rejected: Python runs signal handlers only in the main thread and only between bytecodes, so it cannot interrupt a
+hang inside a C call, which is the case to guard against (decord and PyAV release the GIL while decoding, so the
+waiting thread keeps running). The thread costs about 0.1 ms per sample; ``decode_timeout=None`` calls directly.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
-import torch  # imported before decord, which otherwise can fail to load its own torch bridge
+import torch
 from torch.utils.data import Dataset
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.sampling import SegmentSampler
-from rsa_lightning.data.transforms import ClipTransform
+from rsa_lightning.data.decoding import VideoBackend, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DecodeTimeoutError",
+    "Exclusion",
+    "VideoDataset",
+    "VideoDecodeError",
+    "read_exclusions",
+    "write_exclusions",
+]
 
-class VideoDecodeError(RuntimeError):
-    """A video file that cannot be opened or decoded."""
+
+class DecodeTimeoutError(VideoDecodeError):
+    """Decoding one video took longer than ``decode_timeout`` seconds."""
 
 
-def decode_frames(
-    path: Path, sampler: SegmentSampler, rng: np.random.Generator | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Open ``path`` with decord, sample indices for its length and decode exactly those frames.
+def _call_with_timeout(fn: Callable[[], tuple], timeout: float, what: str) -> tuple:
+    """``fn()`` in a daemon thread; :class:`DecodeTimeoutError` if it has not returned after ``timeout`` s."""
+    outcome: dict = {}
 
-    Returns ``(frames, indices)``: frames is uint8 (T, H, W, 3).
-    """
-    import decord
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as err:  # handed to the waiting thread below
+            outcome["error"] = err
 
-    try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        num_frames = len(reader)
-        if num_frames < 1:
-            raise VideoDecodeError(f"{path}: no frames")
-        indices = sampler(num_frames, rng)
-        frames = reader.get_batch(indices.tolist()).asnumpy()
-    except VideoDecodeError:
-        raise
-    except Exception as err:  # decord raises its own DECORDError and plain RuntimeErrors
-        raise VideoDecodeError(f"{path}: {err}") from err
-    return frames, indices
+    thread = threading.Thread(target=target, name="video-decode", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise DecodeTimeoutError(f"{what}: decoding took longer than {timeout:g} s (decoding thread abandoned)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class VideoDataset(Dataset):
-    """Clips of ``num_frames`` frames from the videos of ``records``.
+    """Clips of the videos of ``records``, decoded by ``backend`` at the frames ``sampler`` chooses.
 
-    The decord reader is opened in ``__getitem__`` (one per sample, one decoding thread), never in ``__init__``, so the
-    dataset pickles cleanly into worker processes and holds no open files.
+    Args:
+        records: the videos of the split.
+        backend: decoder with ``read(record, choose) -> (frames (T, H, W, 3) uint8, indices)``
+            (:mod:`rsa_lightning.data.decoding`). It opens files inside ``read`` only, so the dataset pickles
+            cleanly into worker processes and holds no open files.
+        sampler: ``sampler(num_video_frames, rng=None, view=0, num_views=1) -> indices``. Training calls
+            ``sampler(n, rng=rng)``, evaluation ``sampler(n, view=clip, num_views=num_clips)``
+            (:mod:`rsa_lightning.data.sampling`).
+        transform: training: ``transform(video, label=label, generator=generator) -> (video, label)``;
+            evaluation: ``transform(video, crop_index=crop, num_crops=num_crops) -> video``; ``video`` is uint8
+            (C, T, H, W). None: the decoded frames as they are.
+        training: random clips and augmentation, one index per video; else every video x clip x crop.
+        num_clips / num_crops: evaluation views per video (temporal clips x spatial crops); must be 1 in training.
+        decode_timeout: seconds one decode may take before the video is skipped (None: no limit, no thread).
+        max_decode_retries: replacement videos tried after a failure before giving up with an error.
 
-    A video that fails to decode is skipped with a warning naming the file and replaced by the next video in the list
-    (deterministic), so one broken file cannot stop a long run.
+    Randomness: each training sample draws a 62-bit seed from torch's global RNG (seeded by ``seed_everything``,
+    re-seeded per worker and epoch by the DataLoader) for a numpy Generator (frame indices) and a torch Generator
+    (transform), so runs repeat exactly for a given seed and worker count.
+
+    ``skipped`` maps the ``video_id`` of every video skipped *in this process* to the reason (DataLoader workers hold
+    copies; the batches' ``"replaced"`` field is what reaches the main process).
     """
 
     def __init__(
         self,
         *,
         records: Sequence[VideoRecord],
-        num_frames: int,
+        backend: VideoBackend,
+        sampler: Callable[..., np.ndarray],
+        transform: Optional[Callable] = None,
         training: bool,
-        transform: ClipTransform | None = None,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        decode_timeout: Optional[float] = None,
         max_decode_retries: int = 10,
     ) -> None:
         if not records:
             raise ValueError("VideoDataset needs at least one video record")
+        if num_clips < 1 or num_crops < 1:
+            raise ValueError(f"num_clips and num_crops must be >= 1, got {num_clips} and {num_crops}")
+        if training and (num_clips, num_crops) != (1, 1):
+            raise ValueError(f"training reads one view per video; got num_clips={num_clips}, num_crops={num_crops}")
+        if decode_timeout is not None and decode_timeout <= 0:
+            raise ValueError(f"decode_timeout must be > 0 seconds or None, got {decode_timeout}")
+        if max_decode_retries < 0:
+            raise ValueError(f"max_decode_retries must be >= 0, got {max_decode_retries}")
         self.records = list(records)
-        self.sampler = SegmentSampler(num_segments=num_frames, training=training)
+        self.backend = backend
+        self.sampler = sampler
         self.transform = transform
         self.training = training
+        self.num_clips = num_clips
+        self.num_crops = num_crops
+        self.decode_timeout = decode_timeout
         self.max_decode_retries = max_decode_retries
-        self.skipped: set[str] = set()
+        self.skipped: dict[str, str] = {}
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.num_views
 
-    def _rng(self) -> np.random.Generator:
-        # Drawn from torch's RNG: seeded by `seed_everything`, re-seeded per worker and per epoch by the DataLoader.
-        return np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """Dataset index -> (video, clip, crop)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        video, view = divmod(index, self.num_views)
+        clip, crop = divmod(view, self.num_crops)
+        return video, clip, crop
+
+    def _read(self, record: VideoRecord, choose: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self.decode_timeout is None:
+            return self.backend.read(record, choose)
+        return _call_with_timeout(lambda: self.backend.read(record, choose), self.decode_timeout, str(record.path))
+
+    def _skip(self, record: VideoRecord, err: VideoDecodeError) -> None:
+        if record.video_id not in self.skipped:
+            log.warning("skipping video %s (replaced by the next one in the list): %s", record.video_id, err)
+        self.skipped[record.video_id] = str(err)
 
     def __getitem__(self, index: int) -> dict:
+        video_index, clip, crop = self.locate(index)
         for attempt in range(self.max_decode_retries + 1):
-            record = self.records[(index + attempt) % len(self.records)]
+            record = self.records[(video_index + attempt) % len(self.records)]
+            generator = None
+            if self.training:
+                seed = int(torch.randint(0, 2**62, (1,)))
+                rng = np.random.default_rng(seed)
+                generator = torch.Generator().manual_seed(seed)
+                choose = lambda n, rng=rng: self.sampler(n, rng=rng)
+            else:
+                choose = lambda n: self.sampler(n, view=clip, num_views=self.num_clips)
             try:
-                rng = self._rng() if self.training else None  # evaluation indices are deterministic
-                frames, _ = decode_frames(record.path, self.sampler, rng)
+                frames, _ = self._read(record, choose)
                 break
             except VideoDecodeError as err:
-                if str(record.path) not in self.skipped:
-                    log.warning("skipping unreadable video (replaced by the next one): %s", err)
-                    self.skipped.add(str(record.path))
+                self._skip(record, err)
         else:
             raise VideoDecodeError(
-                f"{self.max_decode_retries + 1} consecutive videos starting at {self.records[index].path} failed to "
-                "decode; check the files (see the warnings above)"
+                f"{self.max_decode_retries + 1} consecutive videos starting at {self.records[video_index].path} "
+                "failed to decode; check the files (see the warnings above, or run rsa_lightning.tools.scan_videos)"
             )
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2)  # (C, T, H, W)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
+        label = record.label
         if self.transform is not None:
-            video = self.transform(video)
-        return {"video": video, "label": record.label, "video_id": record.video_id}
+            if self.training:
+                video, label = self.transform(video, label=label, generator=generator)
+            else:
+                video = self.transform(video, crop_index=crop, num_crops=self.num_crops)
+        return {
+            "video": video,
+            "label": label,
+            "video_id": record.video_id,
+            "view": clip * self.num_crops + crop,
+            "replaced": self.records[video_index].video_id if attempt else "",
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# exclusion lists
+
+EXCLUSIONS_HEADER = (
+    "# Videos left out of training and evaluation, one per line: <split>\\t<video_id>\\t<path>\\t<reason>\n"
+    "# ('#' starts a comment). Written by rsa_lightning.tools.scan_videos; edit by hand freely.\n"
+)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One line of an exclusion list."""
+
+    split: str
+    video_id: str
+    path: str
+    reason: str
+
+
+def _field(value: object) -> str:
+    return " ".join(str(value).split())  # no tabs or newlines inside a field
+
+
+def write_exclusions(path: Union[str, Path], entries: Iterable[Union[Exclusion, tuple[str, str, str, str]]]) -> Path:
+    """Write ``entries`` (``Exclusion`` or ``(split, video_id, path, reason)``) as an exclusion list at ``path``.
+
+    Format: UTF-8 text, one ``<split>\\t<video_id>\\t<path>\\t<reason>`` per line, lines starting with ``#`` are
+    comments; tabs and line breaks inside a field are replaced by spaces. The file is replaced atomically.
+    """
+    path = Path(path)
+    lines = [EXCLUSIONS_HEADER]
+    for entry in entries:
+        entry = entry if isinstance(entry, Exclusion) else Exclusion(*entry)
+        if not _field(entry.video_id):
+            raise ValueError(f"exclusion entry without video id: {entry}")
+        lines.append("\t".join(_field(v) for v in (entry.split, entry.video_id, entry.path, entry.reason)) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_exclusion_entries(path: Union[str, Path]) -> list[Exclusion]:
+    """All entries of the exclusion list at ``path`` (see :func:`write_exclusions` for the format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exclusion list {path} does not exist (rsa_lightning.tools.scan_videos writes one)")
+    entries = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[1].strip():
+            raise ValueError(f"{path}:{line_no}: expected '<split>\\t<video_id>\\t<path>\\t<reason>', got {line!r}")
+        fields = [f.strip() for f in fields] + [""] * (4 - len(fields))
+        entries.append(Exclusion(fields[0], fields[1], fields[2], "\t".join(fields[3:]).strip()))
+    return entries
+
+
+def read_exclusions(path: Union[str, Path], split: Optional[str] = None) -> set[str]:
+    """Video ids listed in the exclusion list at ``path``; with ``split``, only that split's."""
+    return {e.video_id for e in read_exclusion_entries(path) if split is None or e.split == split}

@@ -2,12 +2,29 @@
 
 Clips stay uint8 through the data loader (4x less to copy between processes); conversion to float and
 mean/std normalisation happen on the device, in :meth:`VideoDataModule.on_after_batch_transfer`.
+Every frame of a clip gets the same crop and the same flip.
+
+- :class:`TrainTransform`: TSN's multi-scale crop (``GroupMultiScaleCrop``), a label-aware horizontal flip
+  (``flip`` policy + ``mirror`` classes from :func:`mirror_pairs`), optional RandAugment and random erasing
+  (:mod:`rsa_lightning.data.augment`).
+- :class:`EvalTransform`: resize, then a centre crop, TSN/mmaction's three crops, or ``n`` crops along the long side.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Optional, Union
+
 import torch
 import torch.nn.functional as F
+
+from rsa_lightning.data.augment import RandAugment, RandomErasing
+
+Size = Union[int, Sequence[int]]
+FLIP_POLICIES = ("skip", "swap", "off", "always")
+TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
 def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
@@ -20,6 +37,39 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
     frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
     frames = F.interpolate(frames, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
     return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (C, T, H, W) uint8 frames to exactly ``size = (H', W')`` (bilinear, antialiased when downscaling)."""
+    _, _, h, w = video.shape
+    if (h, w) == tuple(size):
+        return video
+    frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
+    antialias = size[0] < h or size[1] < w
+    frames = F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False, antialias=antialias)
+    return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+def _check_size(size: Size, name: str) -> Union[int, tuple[int, int]]:
+    """An int short side, or an ``(H, W)`` pair (lists from Hydra configs become tuples)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size < 1:
+            raise ValueError(f"{name} must be positive, got {size}")
+        return size
+    try:
+        pair = tuple(size)
+    except TypeError:
+        raise ValueError(f"{name} must be an int (short side) or [height, width], got {size!r}") from None
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be an int (short side) or [height, width] of positive ints, got {size!r}")
+    return pair[0], pair[1]
+
+
+def resize(video: torch.Tensor, size: Union[int, tuple[int, int]]) -> torch.Tensor:
+    """``size`` int: the shorter side becomes ``size`` (aspect kept); ``(H, W)``: every frame becomes H x W."""
+    if isinstance(size, int):
+        return resize_short_side(video, size)
+    return resize_frames(video, (size[0], size[1]))
 
 
 def crop(video: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
@@ -39,8 +89,228 @@ def random_crop(video: torch.Tensor, size: int, generator: torch.Generator | Non
     return crop(video, top, left, size)
 
 
+def hflip(video: torch.Tensor) -> torch.Tensor:
+    """Mirror every frame left-right."""
+    return video.flip(-1)
+
+
+def multi_scale_crop_sizes(
+    height: int, width: int, *, crop_size: int, scales: Sequence[float] = TSN_SCALES, max_distort: int = 1
+) -> list[tuple[int, int]]:
+    """TSN's candidate ``(crop_h, crop_w)`` pairs for an ``height x width`` frame.
+
+    Side lengths are ``int(scale * min(height, width))``; a length within 3 px of ``crop_size`` snaps to it (as TSN,
+    clipped to the frame); a pair takes its height and width from scales whose indices differ by ``<= max_distort``.
+    """
+    base = min(height, width)
+    lengths = [int(base * s) for s in scales]
+    crop_h = [min(crop_size, height) if abs(x - crop_size) < 3 else x for x in lengths]
+    crop_w = [min(crop_size, width) if abs(x - crop_size) < 3 else x for x in lengths]
+    return [(h, w) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w) if abs(i - j) <= max_distort]
+
+
+def fixed_crop_offsets(height: int, width: int, crop_h: int, crop_w: int) -> list[tuple[int, int]]:
+    """The 13 ``(top, left)`` positions of TSN's ``GroupMultiScaleCrop(more_fix_crop=True)``.
+
+    With ``w_step = (width - crop_w) // 4`` and ``h_step = (height - crop_h) // 4`` (integer, as TSN), in TSN's
+    order: 4 corners, centre, 4 mid-edges (left, right, bottom, top), 4 quarter points.
+    """
+    ws, hs = (width - crop_w) // 4, (height - crop_h) // 4
+    xy = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+    return [(y * hs, x * ws) for x, y in xy]
+
+
+def mirror_pairs(class_names: Sequence[str]) -> dict[int, int]:
+    """Classes that become each other when the video is mirrored: ``{id: mirror id}``, both directions.
+
+    A class's mirror is the class named like it with the whole words "left" and "right" swapped (case-insensitive;
+    a word is delimited by non-letters, so "upright" and "brightness" never match). A name whose swapped version
+    is not a class name ("... pulling it right out ...") has no mirror.
+    """
+    word = re.compile(r"(?<![a-z])(left|right)(?![a-z])", re.IGNORECASE)
+    index: dict[str, int] = {}
+    for i, name in enumerate(class_names):
+        key = " ".join(name.split()).casefold()
+        if key in index:
+            raise ValueError(f"class names {index[key]} and {i} are the same: {name!r}")
+        index[key] = i
+    pairs = {}
+    for key, i in index.items():
+        swapped = word.sub(lambda m: "right" if m.group(1) == "left" else "left", key)
+        if swapped != key and swapped in index:
+            pairs[i] = index[swapped]
+    return pairs
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The random choices of one :class:`TrainTransform` call: crop window in the resized frame, flip, label."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+    label: int
+
+
+class TrainTransform:
+    """Training clip transform: resize, TSN multi-scale crop, label-aware flip, optional RandAugment and erasing.
+
+    1. Resize every frame (``resize`` int: shorter side; ``[H, W]``: exact size, the official recipe's [240, 320]).
+    2. Crop a window whose height and width are picked from ``scales`` of the resized frame's shorter side
+       (:func:`multi_scale_crop_sizes`), at one of TSN's 13 fixed positions (:func:`fixed_crop_offsets`) or
+       anywhere (``fixed_offsets=False``); resize the window to ``crop_size x crop_size``.
+    3. Flip horizontally with probability 0.5, following ``flip``:
+       ``"skip"`` never flips a clip whose class has a mirror class (the official RSA policy; others flip),
+       ``"swap"`` flips any clip and relabels a flipped clip of a mirrored class with its mirror class,
+       ``"off"`` never flips, ``"always"`` flips regardless of class (datasets without direction semantics).
+       ``mirror`` maps class -> mirror class (both directions, e.g. from :func:`mirror_pairs`).
+    4. ``randaugment`` (a :class:`~rsa_lightning.data.augment.RandAugment`, never flipping), then random erasing
+       with probability ``random_erasing`` (one rectangle in all frames, ``erasing_fill`` "random" or "mean").
+
+    ``__call__(video, *, label, generator=None) -> (video, label)`` maps uint8 ``(C, T, H, W)`` to uint8
+    ``(C, T, crop_size, crop_size)``; every random draw comes from ``generator``.
+    """
+
+    def __init__(
+        self,
+        *,
+        resize: Size,
+        crop_size: int,
+        scales: Sequence[float] = TSN_SCALES,
+        max_distort: int = 1,
+        fixed_offsets: bool = True,
+        flip: str = "skip",
+        mirror: Optional[Mapping[int, int]] = None,
+        randaugment: Optional[RandAugment] = None,
+        random_erasing: float = 0.0,
+        erasing_fill: str = "random",
+    ) -> None:
+        self.resize = _check_size(resize, "resize")
+        if not isinstance(crop_size, int) or crop_size < 1:
+            raise ValueError(f"crop_size must be a positive int, got {crop_size!r}")
+        scales = tuple(float(s) for s in scales)
+        if not scales or not all(0 < s <= 1 for s in scales):
+            raise ValueError(f"scales must be a non-empty list of fractions in (0, 1], got {scales}")
+        if max_distort < 0:
+            raise ValueError(f"max_distort must be >= 0, got {max_distort}")
+        if flip not in FLIP_POLICIES:
+            raise ValueError(f"flip must be one of {FLIP_POLICIES}, got {flip!r}")
+        mirror = {int(k): int(v) for k, v in (mirror or {}).items()}
+        asymmetric = [(k, v) for k, v in mirror.items() if mirror.get(v) != k or k == v]
+        if asymmetric:
+            raise ValueError(f"mirror must pair distinct classes in both directions; {asymmetric[0]} is not")
+        self.crop_size = crop_size
+        self.scales = scales
+        self.max_distort = max_distort
+        self.fixed_offsets = fixed_offsets
+        self.flip = flip
+        self.mirror = mirror
+        self.randaugment = randaugment
+        self.random_erasing = RandomErasing(probability=random_erasing, fill=erasing_fill) if random_erasing else None
+
+    def sample_params(
+        self, height: int, width: int, *, label: int, generator: torch.Generator | None = None
+    ) -> TrainParams:
+        """The crop window (in a resized ``height x width`` frame), flip and output label of one call."""
+        sizes = multi_scale_crop_sizes(
+            height, width, crop_size=self.crop_size, scales=self.scales, max_distort=self.max_distort
+        )
+        crop_h, crop_w = sizes[int(torch.randint(len(sizes), (), generator=generator))]
+        if self.fixed_offsets:
+            offsets = fixed_crop_offsets(height, width, crop_h, crop_w)
+            top, left = offsets[int(torch.randint(len(offsets), (), generator=generator))]
+        else:
+            top = int(torch.randint(height - crop_h + 1, (), generator=generator))
+            left = int(torch.randint(width - crop_w + 1, (), generator=generator))
+        coin = float(torch.rand((), generator=generator)) < 0.5  # always drawn: policies share one random stream
+        label = int(label)
+        mirrored = label in self.mirror
+        flip = coin and (self.flip == "always" or self.flip == "swap" or (self.flip == "skip" and not mirrored))
+        if flip and self.flip == "swap" and mirrored:
+            label = self.mirror[label]
+        return TrainParams(top=top, left=left, height=crop_h, width=crop_w, flip=flip, label=label)
+
+    def __call__(
+        self, video: torch.Tensor, *, label: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, int]:
+        if video.ndim != 4 or video.dtype != torch.uint8:
+            raise ValueError(
+                f"TrainTransform expects a uint8 clip (C, T, H, W), got {video.dtype} {tuple(video.shape)}"
+            )
+        video = resize(video, self.resize)
+        _, _, h, w = video.shape
+        p = self.sample_params(h, w, label=label, generator=generator)
+        window = video[:, :, p.top : p.top + p.height, p.left : p.left + p.width]
+        video = resize_frames(window, (self.crop_size, self.crop_size))
+        if p.flip:
+            video = hflip(video)
+        if self.randaugment is not None:
+            video = self.randaugment(video, generator=generator)
+        if self.random_erasing is not None:
+            video = self.random_erasing(video, generator=generator)
+        return video.contiguous(), p.label
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainTransform(resize={self.resize}, crop_size={self.crop_size}, scales={self.scales}, "
+            f"max_distort={self.max_distort}, fixed_offsets={self.fixed_offsets}, flip={self.flip!r}, "
+            f"mirror={len(self.mirror)} classes, randaugment={self.randaugment}, random_erasing={self.random_erasing})"
+        )
+
+
+class EvalTransform:
+    """Evaluation clip transform: resize (int shorter side or ``[H, W]``), then one of ``num_crops`` square crops.
+
+    ``__call__(video, *, crop_index=0, num_crops=1)``: ``num_crops=1`` is the centre crop; otherwise the crops are
+    evenly spaced along the LONGER side from its start to its end and centred on the shorter side, so
+    ``num_crops=3`` gives start, centre, end (TSN / mmaction ``ThreeCrop``, here in that spatial order).
+    """
+
+    def __init__(self, *, resize: Size, crop_size: int) -> None:
+        self.resize = _check_size(resize, "resize")
+        if not isinstance(crop_size, int) or crop_size < 1:
+            raise ValueError(f"crop_size must be a positive int, got {crop_size!r}")
+        short = self.resize if isinstance(self.resize, int) else min(self.resize)
+        if crop_size > short:
+            raise ValueError(f"crop_size ({crop_size}) must not exceed the resized frame ({self.resize})")
+        self.crop_size = crop_size
+
+    def crop_offsets(self, height: int, width: int, num_crops: int) -> list[tuple[int, int]]:
+        """``(top, left)`` of the ``num_crops`` crops of a resized ``height x width`` frame."""
+        if num_crops < 1:
+            raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+        size = self.crop_size
+        if size > min(height, width):
+            raise ValueError(f"crop_size ({size}) is bigger than the resized frame ({height} x {width})")
+        along_width = width >= height
+        span = (width if along_width else height) - size
+        centre = ((height if along_width else width) - size) // 2
+        starts = [span // 2] if num_crops == 1 else [i * span // (num_crops - 1) for i in range(num_crops)]
+        return [(centre, s) if along_width else (s, centre) for s in starts]
+
+    def __call__(self, video: torch.Tensor, *, crop_index: int = 0, num_crops: int = 1) -> torch.Tensor:
+        if video.ndim != 4:
+            raise ValueError(f"EvalTransform expects a clip (C, T, H, W), got shape {tuple(video.shape)}")
+        if num_crops < 1:
+            raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+        if not 0 <= crop_index < num_crops:
+            raise ValueError(f"crop_index must be in [0, {num_crops}), got {crop_index}")
+        video = resize(video, self.resize)
+        _, _, h, w = video.shape
+        top, left = self.crop_offsets(h, w, num_crops)[crop_index]
+        return crop(video, top, left, self.crop_size).contiguous()
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(resize={self.resize}, crop_size={self.crop_size})"
+
+
 class ClipTransform:
-    """Resize the short side to ``scale_size``, then crop ``crop_size`` (random when training, centre otherwise)."""
+    """Resize the short side to ``scale_size``, then crop ``crop_size`` (random when training, centre otherwise).
+
+    Kept for backward compatibility; :class:`TrainTransform` / :class:`EvalTransform` replace it.
+    """
 
     def __init__(self, *, scale_size: int, crop_size: int, training: bool) -> None:
         if crop_size > scale_size:

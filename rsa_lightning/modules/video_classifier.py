@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -38,6 +38,10 @@ class VideoClassifier(pl.LightningModule):
         warmup_start_factor / min_lr_factor: lr multiplier at the start of warm-up and at the end of the cosine.
         schedule_interval: ``"epoch"`` (the official runs) or ``"step"``.
         compile: ``torch.compile`` the network (when the platform supports it).
+        mixup: optional batch augmentation for training steps only, ``(video (B, C, T, H, W), labels (B,)) ->
+            (video, soft targets (B, num_classes))`` (e.g. :class:`rsa_lightning.data.augment.MixupCutmix`); the
+            loss is then cross-entropy against the soft targets (still label-smoothed) and the training metrics
+            use the hard labels.
     """
 
     def __init__(
@@ -52,13 +56,15 @@ class VideoClassifier(pl.LightningModule):
         min_lr_factor: float = 0.001,
         schedule_interval: str = "epoch",
         compile: bool = False,
+        mixup: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
     ) -> None:
         super().__init__()
         if schedule_interval not in ("epoch", "step"):
             raise ValueError(f"schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
-        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "mixup"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
+        self.mixup = mixup
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -84,7 +90,13 @@ class VideoClassifier(pl.LightningModule):
         return self.criterion(logits, labels), logits, labels
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
+        if self.mixup is None:
+            loss, logits, labels = self._step(batch)
+        else:
+            labels = batch["label"]
+            video, targets = self.mixup(batch["video"], labels)  # targets (B, num_classes), rows sum to 1
+            logits = self(video)
+            loss = self.criterion(logits, targets)
         self.train_loss(loss)
         self.train_metrics.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -107,7 +119,11 @@ class VideoClassifier(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         logits = self(batch["video"])
-        return {"video_id": batch["video_id"], "label": batch["label"], "probs": logits.softmax(dim=-1)}
+        out = {"video_id": batch["video_id"], "label": batch["label"], "probs": logits.softmax(dim=-1)}
+        for key in ("view", "replaced"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
 
     def configure_optimizers(self) -> dict[str, Any]:
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)

@@ -1,0 +1,210 @@
+"""Throughput of the training data loader against bare decord decoding of the same frames, as ratios.
+
+python benchmarks/loader.py                       # 32 clips per set, 8 frames per clip, 2 workers
+python benchmarks/loader.py --clips 64 --cache /tmp/loader_bench   # keep the generated clips for the next run
+
+Two SSv2-like sets are generated once: VP9 webm at 427 x 240, 12 fps, 3 s (as Something-Something v2 ships), and
+the same content as H.264 mp4 (426 x 240: x264 needs even sizes), plus the webm set extracted to JPEG folders. For
+each set, in one run, it times (clips per second, one pass over every clip, best of ``--repeats``):
+
+* bare decord: ``VideoReader(path).get_batch(indices)``, one process; the reference (ratio 1.00);
+* bare decord in ``--workers`` processes (the parallel ceiling for the loader);
+* each backend alone, one process: DecordBackend (seek_mode auto / seek), PyAVBackend, FrameFolderBackend;
+* VideoDataset + a train-like transform (resize short side 256, random 224 crop, flip), in process;
+* the same in a DataLoader with ``--workers`` workers (persistent workers, epochs after the first; the first,
+  with start-up, separately), and without the transform.
+
+All paths decode the same frames (segment centres of 8 segments). Numbers depend on the machine and its load:
+read the ratios, not the absolute values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from rsa_lightning.data.annotations import VideoRecord
+from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
+from rsa_lightning.data.sampling import segment_centre_indices
+from rsa_lightning.tools.extract_frames import ExtractOptions, extract_frames
+
+NUM_SEGMENTS = 8
+
+
+def render_clip(seed: int, num_frames: int, width: int, height: int) -> np.ndarray:
+    """Moving sinusoidal textures plus noise: compresses like camera footage more than flat colours do."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    freq = rng.uniform(0.02, 0.12, (3, 2))
+    speed = rng.uniform(-3, 3, (3, 2))
+    frames = []
+    for t in range(num_frames):
+        channels = [
+            127 + 100 * np.sin(freq[c, 0] * (x + speed[c, 0] * t)) * np.cos(freq[c, 1] * (y + speed[c, 1] * t))
+            for c in range(3)
+        ]
+        frame = np.stack(channels, axis=-1) + rng.normal(0, 6, (height, width, 3))
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def encode(args: tuple) -> None:
+    import av
+
+    path, seed, num_frames, width, height, codec = args
+    frames = render_clip(seed, num_frames, width, height)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libvpx-vp9":
+            stream.options = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "60"}
+        else:
+            stream.options = {"crf": "23", "preset": "fast", "g": "16"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_sets(root: Path, clips: int, workers: int) -> dict[str, list[Path]]:
+    jobs, sets = [], {"webm": [], "mp4": []}
+    for i in range(clips):
+        for name, codec, width in (("webm", "libvpx-vp9", 427), ("mp4", "libx264", 426)):
+            path = root / name / f"{i:05d}.{name}"
+            sets[name].append(path)
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                jobs.append((path, i, 36, width, 240, codec))
+    if jobs:
+        start = time.perf_counter()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.map(encode, jobs)
+        print(f"generated {len(jobs)} clips in {time.perf_counter() - start:.0f} s under {root}")
+    extract_frames(root / "webm", root / "frames", workers=workers, options=ExtractOptions(quality=90))
+    sets["frames"] = [root / "frames" / p.stem for p in sets["webm"]]
+    return sets
+
+
+def centre_sampler(n: int, rng=None, view: int = 0, num_views: int = 1) -> np.ndarray:
+    return segment_centre_indices(n, NUM_SEGMENTS)
+
+
+class TrainLikeTransform:
+    """Stand-in for the training transform: resize the short side to 256, random 224 x 224 crop, random flip."""
+
+    def __call__(self, video: torch.Tensor, *, label: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        c, t, h, w = video.shape
+        scale = 256 / min(h, w)
+        frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
+        frames = F.interpolate(frames, size=(round(h * scale), round(w * scale)), mode="bilinear", align_corners=False)
+        top = int(torch.randint(0, frames.shape[2] - 224 + 1, (1,), generator=generator))
+        left = int(torch.randint(0, frames.shape[3] - 224 + 1, (1,), generator=generator))
+        frames = frames[:, :, top : top + 224, left : left + 224]
+        if torch.rand(1, generator=generator) < 0.5:
+            frames = frames.flip(-1)
+        return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3), label
+
+
+def bare_decord(path: Path) -> int:
+    import decord
+
+    reader = decord.VideoReader(str(path), num_threads=1)
+    frames = reader.get_batch(segment_centre_indices(len(reader), NUM_SEGMENTS).tolist()).asnumpy()
+    return frames.shape[0]
+
+
+def best_rate(fn, count: int, repeats: int) -> float:
+    """Best clips/s of ``repeats`` runs of ``fn`` (which handles ``count`` clips)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def measure(name: str, sets: dict, records: dict, args: argparse.Namespace) -> dict[str, float]:
+    """clips/s of every path on set ``name``."""
+    n, paths, rates = args.clips, sets[name], {}
+    rates["bare decord, 1 process"] = best_rate(lambda: [bare_decord(p) for p in paths], n, args.repeats)
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        pool.map(bare_decord, paths[: args.workers])  # warm-up
+        rates[f"bare decord, {args.workers} processes"] = best_rate(
+            lambda: pool.map(bare_decord, paths), n, args.repeats
+        )
+    backends = {
+        "DecordBackend(auto)": (DecordBackend(), records[name]),
+        "DecordBackend(seek)": (DecordBackend(seek_mode="seek"), records[name]),
+        "PyAVBackend": (PyAVBackend(), records[name]),
+    }
+    if name == "webm":
+        backends["FrameFolderBackend (JPEG q90)"] = (FrameFolderBackend(), records["frames"])
+    for label, (backend, recs) in backends.items():
+        rates[label] = best_rate(lambda b=backend, rs=recs: [b.read(r, centre_sampler) for r in rs], n, args.repeats)
+    dataset = VideoDataset(
+        records=records[name],
+        backend=DecordBackend(),
+        sampler=centre_sampler,
+        transform=TrainLikeTransform(),
+        training=True,
+    )
+    rates["VideoDataset + transform, in process"] = best_rate(
+        lambda: [dataset[i] for i in range(len(dataset))], n, args.repeats
+    )
+    for label, transform in (("", TrainLikeTransform()), (", no transform", None)):
+        dataset.transform = transform
+        loader = DataLoader(
+            dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
+        )
+        start = time.perf_counter()
+        for _ in loader:  # first epoch: includes worker start-up
+            pass
+        first = n / (time.perf_counter() - start)
+        rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(
+            lambda loader=loader: [None for _ in loader], n, args.repeats
+        )
+        if transform is not None:
+            rates[f"DataLoader, {args.workers} workers, epoch 1 (start-up)"] = first
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=32, help="clips per set")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (and parallel bare decoding)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=None, help="folder for the generated clips (kept)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.cache or Path(tmp)
+        sets = make_sets(root, args.clips, args.workers)
+        records = {name: [VideoRecord(path=p, label=0, video_id=p.stem) for p in paths] for name, paths in sets.items()}
+        print(f"\n{args.clips} clips per set, {NUM_SEGMENTS} frames per clip, {args.workers} workers")
+        print("clips/s and ratio to bare decord in one process")
+
+        for name in ("webm", "mp4"):
+            rates = measure(name, sets, records, args)
+            bare = rates["bare decord, 1 process"]
+            print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
+            for label, rate in rates.items():
+                print(f"  {label:45s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
+            loader_rate = rates[f"DataLoader, {args.workers} workers"]
+            parallel = rates[f"bare decord, {args.workers} processes"]
+            print(f"  loader / bare decord in {args.workers} processes: {loader_rate / parallel:.2f}")
+
+
+if __name__ == "__main__":
+    main()
