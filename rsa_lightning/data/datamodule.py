@@ -194,9 +194,7 @@ class VideoDataModule(pl.LightningDataModule):
             num_crops=views[1],
             decode_timeout=self.decode_timeout,
         )
-        log.info(
-            "%s split: %d videos x %d clips x %d crops", split, len(dataset.records), dataset.num_clips, views[1]
-        )
+        log.info("%s split: %d videos x %d clips x %d crops", split, len(dataset.records), dataset.num_clips, views[1])
         return dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
