@@ -33,6 +33,18 @@ def _metric(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
+def check_test_split_is_labelled(datamodule: pl.LightningDataModule) -> None:
+    """Fail before training, not after it, when ``test_after_training`` meets a test split without labels."""
+    if not hasattr(datamodule, "records"):
+        return
+    datamodule.prepare_data()
+    if any(r.label < 0 for r in datamodule.records("test")):
+        raise ValueError(
+            "test_after_training=true, but the test split of this dataset has no labels (e.g. SSv2's test.json); "
+            "leave it false and write test predictions with `python eval.py ckpt_path=... split=test`"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics (and ``best/<monitor>``)."""
     start = time.time()
@@ -45,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("data: <%s> from %s", cfg.data._target_, cfg.data.get("root"))
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    if cfg.get("test_after_training"):
+        check_test_split_is_labelled(datamodule)
     log.info("model: <%s>", cfg.model.net._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_collection(cfg.get("callbacks"), "callback") + [ConfigInCheckpoint(config)]

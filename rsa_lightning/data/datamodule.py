@@ -169,7 +169,8 @@ class VideoDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         self.class_names = self.load_class_names()
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
-        for split in splits.get(stage, SPLITS) if stage else SPLITS:
+        available = tuple(getattr(self.annotations, "splits", SPLITS))
+        for split in splits.get(stage, SPLITS) if stage else [s for s in SPLITS if s in available]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
 
