@@ -26,6 +26,7 @@ from rsa_lightning.data.transforms import mirror_pairs, normalize
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+HEADLINE_METRICS = ("acc1", "acc5", "mean_class_acc")
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -53,6 +54,8 @@ class VideoDataModule(pl.LightningDataModule):
             used when the file exists.
         decode_timeout: seconds a single decode may take before the video is skipped (None: no limit).
         predict_split: the split ``predict_dataloader`` serves (eval.py sets it).
+        headline_metric: the dataset's headline metric, which checkpointing and sweeps optimise: ``acc1`` (top-1),
+            ``acc5`` or ``mean_class_acc`` (mean class accuracy, FineGym's); read by the model config.
         prepare: called once (rank 0) before setup with ``root=``, e.g. to generate the synthetic dataset.
     """
 
@@ -78,6 +81,7 @@ class VideoDataModule(pl.LightningDataModule):
         decode_timeout: Optional[float] = None,
         pin_memory: bool = False,
         predict_split: str = "test",
+        headline_metric: str = "acc1",
         prepare: Optional[Callable[..., Any]] = None,
     ) -> None:
         super().__init__()
@@ -95,6 +99,8 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"data.mean and data.std need 3 values with std > 0, got {mean} and {std}")
+        if headline_metric not in HEADLINE_METRICS:
+            raise ValueError(f"data.headline_metric must be one of {HEADLINE_METRICS}, got {headline_metric!r}")
         if predict_split not in SPLITS:
             raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
         if getattr(eval_transform, "crop_size", crop_size) != crop_size:
@@ -118,6 +124,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.decode_timeout = decode_timeout
         self.pin_memory = pin_memory
         self.predict_split = predict_split
+        self.headline_metric = headline_metric
         self.prepare = prepare
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
