@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+
+from rsa_lightning.utils.config import distributed_launch_overrides
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger("train")
@@ -15,14 +18,21 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from pytorch_lightning.utilities import rank_zero_only
+
     from rsa_lightning.train import train
 
     metrics = train(cfg)
+    if rank_zero_only.rank != 0:  # the other DDP processes: rank 0 reports
+        return None
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     log.info("finished in %.1f min: %s", metrics["time_min"], summary)
     if "val/acc1" in metrics:
-        best = metrics.get("best/val/acc1", metrics["val/acc1"])
-        log.info("final validation top-1: %.2f%% (best epoch: %.2f%%)", 100 * metrics["val/acc1"], 100 * best)
+        log.info("final validation top-1: %.2f%%", 100 * metrics["val/acc1"])
+    if "val/headline" in metrics:
+        name = cfg.data.get("headline_metric", "acc1")
+        best = metrics.get("best/val/headline", metrics["val/headline"])
+        log.info("headline metric %s: final %.2f%%, best epoch %.2f%%", name, 100 * metrics["val/headline"], 100 * best)
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     monitor = cfg.get("optimized_metric")
@@ -30,4 +40,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # DDP: every process of the run shares rank 0's run folder; only rank 0 writes .hydra/ and train.log there
+    sys.argv += distributed_launch_overrides(os.environ)
     main()

@@ -29,6 +29,27 @@ class ConfigInCheckpoint(Callback):
         checkpoint["config"] = self.config
 
 
+class SameRunDirOnAllRanks(Callback):
+    """Stops a distributed run whose processes resolved different run folders, instead of scattering its outputs.
+
+    Lightning's DDP launcher and SLURM jobs share one folder by construction (see
+    :func:`rsa_lightning.utils.config.distributed_launch_overrides`); a run started by hand on several nodes, or by
+    torchrun, needs the same ``hydra.run.dir`` (or ``RSA_RUN_NAME``) on every node, and this says so when it is not.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        rank_zero_dir = trainer.strategy.broadcast(self.output_dir)
+        if trainer.strategy.reduce_boolean_decision(rank_zero_dir != self.output_dir, all=False):
+            raise RuntimeError(
+                f"the processes of this run resolved different run folders (rank {trainer.global_rank}: "
+                f"{self.output_dir}, rank 0: {rank_zero_dir}); pass the same hydra.run.dir=... (or RSA_RUN_NAME) "
+                "to the command on every node"
+            )
+
+
 def _metric(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
@@ -46,12 +67,14 @@ def check_test_split_is_labelled(datamodule: pl.LightningDataModule) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics (and ``best/<monitor>``)."""
+    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics (and ``best/<monitor>``).
+
+    Under DDP every process runs this; only global rank 0 writes files (config, logs, checkpoints).
+    """
     start = time.time()
     config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
@@ -61,14 +84,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_test_split_is_labelled(datamodule)
     log.info("model: <%s>", cfg.model.net._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
-    callbacks = instantiate_collection(cfg.get("callbacks"), "callback") + [ConfigInCheckpoint(config)]
-    loggers = instantiate_collection(cfg.get("logger"), "logger")
+    callbacks = instantiate_collection(cfg.get("callbacks"), "callback")
+    callbacks += [ConfigInCheckpoint(config), SameRunDirOnAllRanks(str(output_dir.resolve()))]
+    loggers = instantiate_collection(cfg.get("logger"), "logger")  # Lightning's loggers write on rank 0 only
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    num_params = sum(p.numel() for p in model.parameters())
-    log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
-    for lg in loggers:
-        lg.log_hyperparams(config)
+    if trainer.is_global_zero:  # known from the launcher's variables once the Trainer exists
+        OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
+        num_params = sum(p.numel() for p in model.parameters())
+        log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
+        for lg in loggers:
+            lg.log_hyperparams(config)
 
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 

@@ -1,7 +1,12 @@
+import functools
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
+from rsa_lightning.modules import VideoClassifier
 from rsa_lightning.modules.lr_schedule import warmup_cosine_factor
 
 
@@ -27,3 +32,38 @@ def test_no_warmup_and_errors():
         warmup_cosine_factor(0, total_steps=0, warmup_steps=0)
     with pytest.raises(ValueError):
         warmup_cosine_factor(0, total_steps=5, warmup_steps=6)
+
+
+@pytest.mark.parametrize(("devices", "scale"), [(8, 1.0), (16, 2.0)])
+def test_video_classifier_steps_the_official_schedule_per_epoch(devices, scale):
+    """The R50 recipe through VideoClassifier.configure_optimizers: the lr of every epoch e, for a global batch of 64
+    (8 devices x 8 clips) and, linearly scaled, of 128."""
+    model = VideoClassifier(
+        net=nn.Linear(4, 10),
+        num_classes=10,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        warmup_epochs=5,
+        schedule_interval="epoch",
+        auto_scale_lr={"enabled": True, "base_batch_size": 64},
+    )
+    model.trainer = SimpleNamespace(
+        world_size=devices,
+        num_nodes=1,
+        accumulate_grad_batches=1,
+        datamodule=SimpleNamespace(batch_size=8),
+        is_global_zero=True,
+        max_epochs=80,
+    )
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    lrs = []
+    for _ in range(80):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [scale * 0.02 * warmup_cosine_factor(e, total_steps=80, warmup_steps=5) for e in range(80)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[40] == pytest.approx(scale * 0.01064, abs=scale * 5e-6)
+    assert lrs[79] == pytest.approx(scale * 0.00002, abs=scale * 1e-9)
+    assert optimizer.param_groups[1]["lr"] == optimizer.param_groups[0]["lr"]  # the undecayed group follows too

@@ -1,4 +1,4 @@
-"""Optimiser parameter groups."""
+"""Optimiser parameter groups and the linear learning-rate scaling rule."""
 
 from __future__ import annotations
 
@@ -23,3 +23,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def global_batch_size(*, per_device_batch_size: int, world_size: int, accumulate_grad_batches: int = 1) -> int:
+    """Clips per optimiser step: per-device batch x processes (devices x nodes) x accumulated batches."""
+    for name, value in (
+        ("per_device_batch_size", per_device_batch_size),
+        ("world_size", world_size),
+        ("accumulate_grad_batches", accumulate_grad_batches),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    return per_device_batch_size * world_size * accumulate_grad_batches
+
+
+def linear_scaled_lr(base_lr: float, *, global_batch_size: int, base_batch_size: int) -> float:
+    """The linear scaling rule (Goyal et al., arXiv 1706.02677): ``base_lr`` is tuned for ``base_batch_size`` clips
+    per step, so ``global_batch_size`` clips per step train with ``base_lr * global_batch_size / base_batch_size``.
+    """
+    if base_batch_size < 1 or global_batch_size < 1:
+        raise ValueError(
+            f"batch sizes must be positive, got global_batch_size={global_batch_size}, "
+            f"base_batch_size={base_batch_size}"
+        )
+    return base_lr * global_batch_size / base_batch_size

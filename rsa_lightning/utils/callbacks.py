@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 class EpochSummary(Callback):
     """Logs one line per epoch (loss, accuracies, lr, time), readable in log files where no progress bar renders."""
 
-    def __init__(self, keys: tuple[str, ...] = ("train/loss_epoch", "train/acc1", "val/loss", "val/acc1", "val/acc5")):
+    DEFAULT_KEYS = ("train/loss_epoch", "train/acc1", "val/loss", "val/acc1", "val/acc5", "val/mean_class_acc")
+
+    def __init__(self, keys: tuple[str, ...] = DEFAULT_KEYS):
         self.keys = keys
         self._start = time.time()
 
