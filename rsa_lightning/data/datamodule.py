@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 HEADLINE_METRICS = ("acc1", "acc5", "mean_class_acc")
+PREDICT = "predict"  # key of the predict split's dataset (``predict_split`` with every evaluation view)
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -47,8 +48,8 @@ class VideoDataModule(pl.LightningDataModule):
         train_transform: factory ``(mirror=) -> transform`` (a partial :class:`TrainTransform`); the DataModule
             passes the mirror classes derived from the class names (``mirror_pairs``) when the flip policy needs them.
         eval_transform: the evaluation transform (:class:`EvalTransform`).
-        num_clips / num_crops: views per video for the test and predict splits (validation during training uses one
-            view, the official "efficient" protocol).
+        num_clips / num_crops: views per video for the test split and for prediction (eval.py, any split);
+            validation during training uses one view (the official "efficient" protocol).
         mean / std: RGB normalisation in [0, 1] units.
         exclusions_file: videos to leave out (written by ``rsa_lightning.tools.scan_videos``); relative to ``root``;
             used when the file exists.
@@ -175,7 +176,11 @@ class VideoDataModule(pl.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.class_names = self.load_class_names()
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
+        if stage == "predict":  # eval.py: the predict split, evaluated with every view, whatever split it is
+            if PREDICT not in self.datasets:
+                self.datasets[PREDICT] = self.build_dataset(self.predict_split, evaluation_views=True)
+            return
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         available = tuple(getattr(self.annotations, "splits", SPLITS))
         for split in splits.get(stage, SPLITS) if stage else [s for s in SPLITS if s in available]:
             if split not in self.datasets:
@@ -189,9 +194,13 @@ class VideoDataModule(pl.LightningDataModule):
             log.info("flip policy %r; mirror classes: %s", policy, sorted((a, b) for a, b in mirror.items() if a < b))
         return self.train_transform_factory(mirror=mirror)
 
-    def build_dataset(self, split: str) -> VideoDataset:
-        training = split == "train"
-        views = (1, 1) if split in ("train", "val") else (self.num_clips, self.num_crops)
+    def build_dataset(self, split: str, *, evaluation_views: Optional[bool] = None) -> VideoDataset:
+        """The dataset of ``split``: augmented single clips for "train"; otherwise deterministic views, one per video
+        for "val" (validation during training) and ``num_clips x num_crops`` for "test" or ``evaluation_views``."""
+        training = split == "train" and not evaluation_views
+        if evaluation_views is None:
+            evaluation_views = split == "test"
+        views = (self.num_clips, self.num_crops) if evaluation_views else (1, 1)
         dataset = VideoDataset(
             records=self.records(split),
             backend=self.backend,
@@ -202,12 +211,22 @@ class VideoDataModule(pl.LightningDataModule):
             num_crops=views[1],
             decode_timeout=self.decode_timeout,
         )
-        log.info("%s split: %d videos x %d clips x %d crops", split, len(dataset.records), dataset.num_clips, views[1])
+        log.info(
+            "%s split: %d videos x %d clips x %d crops%s",
+            split,
+            len(dataset.records),
+            *views,
+            "" if not training else " (training)",
+        )
         return dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            self.datasets[split] = self.build_dataset(split)
+            self.datasets[split] = (
+                self.build_dataset(self.predict_split, evaluation_views=True)
+                if split == PREDICT
+                else self.build_dataset(split)
+            )
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
@@ -228,7 +247,7 @@ class VideoDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, shuffle=False)
+        return self._loader(PREDICT, shuffle=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         video = batch["video"]
