@@ -282,11 +282,13 @@ def test_datamodule_checks_class_count(brightness_dataset):
 
 def test_resize_keeps_frame_content(tmp_path):
     frames = np.zeros((4, 32, 48, 3), np.uint8)
-    from rsa_lightning.data.transforms import ClipTransform
+    frames[:, :, 24:] = 200  # right half bright: survives the resize and the centre crop
+    from rsa_lightning.data.transforms import EvalTransform
 
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)
-    out = ClipTransform(scale_size=16, crop_size=16, training=False)(video)
+    out = EvalTransform(resize=16, crop_size=16)(video)
     assert out.shape == (3, 4, 16, 16)
+    assert out[:, :, :, :6].float().mean() < 5 and out[:, :, :, 10:].float().mean() > 195
 
 
 class _ReplacedDataset(torch.utils.data.Dataset):

@@ -81,14 +81,6 @@ def center_crop(video: torch.Tensor, size: int) -> torch.Tensor:
     return crop(video, (h - size) // 2, (w - size) // 2, size)
 
 
-def random_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The same random ``size`` x ``size`` window in every frame."""
-    _, _, h, w = video.shape
-    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-    return crop(video, top, left, size)
-
-
 def hflip(video: torch.Tensor) -> torch.Tensor:
     """Mirror every frame left-right."""
     return video.flip(-1)
@@ -304,29 +296,6 @@ class EvalTransform:
 
     def __repr__(self) -> str:
         return f"EvalTransform(resize={self.resize}, crop_size={self.crop_size})"
-
-
-class ClipTransform:
-    """Resize the short side to ``scale_size``, then crop ``crop_size`` (random when training, centre otherwise).
-
-    Kept for backward compatibility; :class:`TrainTransform` / :class:`EvalTransform` replace it.
-    """
-
-    def __init__(self, *, scale_size: int, crop_size: int, training: bool) -> None:
-        if crop_size > scale_size:
-            raise ValueError(f"data.crop_size ({crop_size}) must not exceed data.scale_size ({scale_size})")
-        self.scale_size = scale_size
-        self.crop_size = crop_size
-        self.training = training
-
-    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        video = resize_short_side(video, self.scale_size)
-        if self.training:
-            return random_crop(video, self.crop_size, generator)
-        return center_crop(video, self.crop_size)
-
-    def __repr__(self) -> str:
-        return f"ClipTransform(scale_size={self.scale_size}, crop_size={self.crop_size}, training={self.training})"
 
 
 def normalize(video: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
