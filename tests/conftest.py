@@ -64,6 +64,18 @@ def brightness_dataset(tmp_path: Path) -> Path:
     return root
 
 
+def reference_stride2_pool(out: np.ndarray) -> np.ndarray:
+    """The stride-2 output pooling of the mixers, written as loops: (B, C, T, H, W) -> 3x3 windows every 2 pixels,
+    zero padded by 1, each the sum of its 9 cells / 9 (AvgPool3d((1,3,3), (1,2,2), (0,1,1)) counting the padding)."""
+    batch, channels, frames, height, width = out.shape
+    padded = np.pad(out, ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1)))
+    pooled = np.zeros((batch, channels, frames, (height + 1) // 2, (width + 1) // 2))
+    for i in range(pooled.shape[3]):
+        for j in range(pooled.shape[4]):
+            pooled[:, :, :, i, j] = padded[:, :, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].sum(axis=(3, 4)) / 9
+    return pooled
+
+
 def compose_config(config_name: str, overrides: list[str], output_dir: Path):
     """Compose ``conf/<config_name>.yaml`` as ``train.py`` / ``eval.py`` would, with the run dir at ``output_dir``."""
     from hydra import compose, initialize_config_dir

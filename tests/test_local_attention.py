@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import reference_stride2_pool
 from torch.func import functional_call
 
 from rsa_lightning.layers import LocalSelfAttention
@@ -60,12 +61,7 @@ def reference_output(layer: LocalSelfAttention, x: torch.Tensor) -> torch.Tensor
         for e in range(dv):
             out[:, head * dv + e] = y[:, head, e]
     if layer.stride == 2:
-        padded = np.pad(out, ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1)))
-        pooled = np.zeros((batch, nh * dv, frames, (height + 1) // 2, (width + 1) // 2))
-        for i in range(pooled.shape[3]):
-            for j in range(pooled.shape[4]):
-                pooled[:, :, :, i, j] = padded[:, :, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].sum(axis=(3, 4)) / 9
-        out = pooled
+        out = reference_stride2_pool(out)
     return torch.from_numpy(out)
 
 
