@@ -32,6 +32,16 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".m
 DONE_MARKER = ".done"
 
 
+def report_results(results: dict[str, str], verb: str, dst: Path) -> int:
+    """Print what a batch job did (``results``: name -> "done" / "skipped" / "failed: why"); exit code 1 on failures."""
+    failed = {name: status for name, status in results.items() if status.startswith("failed")}
+    counts = {s: sum(v == s for v in results.values()) for s in ("done", "skipped")}
+    print(f"{counts['done']} {verb}, {counts['skipped']} already done, {len(failed)} failed -> {dst}")
+    for name, status in sorted(failed.items()):
+        print(f"  {name}: {status}")
+    return 1 if failed else 0
+
+
 def list_videos(
     src: Path, extensions: Sequence[str] = VIDEO_EXTENSIONS, root: Optional[Path] = None
 ) -> list[tuple[Path, str]]:
@@ -175,12 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = extract_frames(
         args.src, args.dst, workers=args.workers, options=options, extensions=args.extensions.split(","), root=args.root
     )
-    failed = {name: status for name, status in results.items() if status.startswith("failed")}
-    counts = {s: sum(v == s for v in results.values()) for s in ("done", "skipped")}
-    print(f"{counts['done']} extracted, {counts['skipped']} already done, {len(failed)} failed -> {args.dst}")
-    for name, status in sorted(failed.items()):
-        print(f"  {name}: {status}")
-    return 1 if failed else 0
+    return report_results(results, "extracted", args.dst)
 
 
 if __name__ == "__main__":

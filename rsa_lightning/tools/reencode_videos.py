@@ -25,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-from rsa_lightning.tools.extract_frames import VIDEO_EXTENSIONS, list_videos
+from rsa_lightning.tools.extract_frames import VIDEO_EXTENSIONS, list_videos, report_results
 from rsa_lightning.tools.scan_videos import progress_map
 
 
@@ -125,12 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = reencode_videos(
         args.src, args.dst, workers=args.workers, options=options, extensions=args.extensions.split(","), root=args.root
     )
-    failed = {name: status for name, status in results.items() if status.startswith("failed")}
-    counts = {s: sum(v == s for v in results.values()) for s in ("done", "skipped")}
-    print(f"{counts['done']} re-encoded, {counts['skipped']} already done, {len(failed)} failed -> {args.dst}")
-    for name, status in sorted(failed.items()):
-        print(f"  {name}: {status}")
-    return 1 if failed else 0
+    return report_results(results, "re-encoded", args.dst)
 
 
 if __name__ == "__main__":
