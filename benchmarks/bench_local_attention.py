@@ -11,11 +11,9 @@ on a shared machine, multi-threaded (OpenMP) timings are dominated by contention
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from torch import nn
+from bench_rsa_layer import time_forward_backward  # same timing loop as the RSA benchmark (benchmarks/ is on sys.path)
 
 from rsa_lightning.layers import LocalSelfAttention, RelationalSelfAttention
 
@@ -23,19 +21,6 @@ from rsa_lightning.layers import LocalSelfAttention, RelationalSelfAttention
 # stage 2 for 112 px frames / stage 3 for 224 px frames.
 SIZES = [(2, 64, 8, 28, 28)]
 WINDOWS = [(5, 7, 7), (3, 3, 3)]
-
-
-def time_forward_backward(layer: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Median seconds of one forward + backward pass (after one warm-up pass)."""
-    grad = torch.randn_like(layer(x))
-    times = []
-    for step in range(repeats + 1):
-        layer.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        layer(x).backward(grad)
-        if step:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
