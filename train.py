@@ -29,14 +29,14 @@ def main(cfg: DictConfig) -> float | None:
     log.info("finished in %.1f min: %s", metrics["time_min"], summary)
     if "val/acc1" in metrics:
         log.info("final validation top-1: %.2f%%", 100 * metrics["val/acc1"])
-    if "val/headline" in metrics:
-        name = cfg.data.get("headline_metric", "acc1")
-        best = metrics.get("best/val/headline", metrics["val/headline"])
-        log.info("headline metric %s: final %.2f%%, best epoch %.2f%%", name, 100 * metrics["val/headline"], 100 * best)
+    monitor = cfg.data.get("monitor")
+    if monitor in metrics:
+        best = metrics.get(f"best/{monitor}", metrics[monitor])
+        log.info("checkpoint monitor %s: final %.2f%%, best epoch %.2f%%", monitor, 100 * metrics[monitor], 100 * best)
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
-    monitor = cfg.get("optimized_metric")
-    return metrics.get(monitor) if monitor else None
+    optimized = cfg.get("optimized_metric")
+    return metrics.get(optimized) if optimized else None
 
 
 if __name__ == "__main__":

@@ -11,43 +11,12 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rsa_lightning.utils.config import resolved_container
 from rsa_lightning.utils.instantiate import instantiate_collection
 
 log = logging.getLogger(__name__)
-
-
-class ConfigInCheckpoint(Callback):
-    """Stores the run's resolved config in every checkpoint, so ``eval.py`` can rebuild the model from it alone."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        checkpoint["config"] = self.config
-
-
-class SameRunDirOnAllRanks(Callback):
-    """Stops a distributed run whose processes resolved different run folders, instead of scattering its outputs.
-
-    Lightning's DDP launcher and SLURM jobs share one folder by construction (see
-    :func:`rsa_lightning.utils.config.distributed_launch_overrides`); a run started by hand on several nodes, or by
-    torchrun, needs the same ``hydra.run.dir`` (or ``RSA_RUN_NAME``) on every node, and this says so when it is not.
-    """
-
-    def __init__(self, output_dir: str) -> None:
-        self.output_dir = output_dir
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        rank_zero_dir = trainer.strategy.broadcast(self.output_dir)
-        if trainer.strategy.reduce_boolean_decision(rank_zero_dir != self.output_dir, all=False):
-            raise RuntimeError(
-                f"the processes of this run resolved different run folders (rank {trainer.global_rank}: "
-                f"{self.output_dir}, rank 0: {rank_zero_dir}); pass the same hydra.run.dir=... (or RSA_RUN_NAME) "
-                "to the command on every node"
-            )
 
 
 def _metric(value: Any) -> float:
@@ -67,9 +36,12 @@ def check_test_split_is_labelled(datamodule: pl.LightningDataModule) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics (and ``best/<monitor>``).
+    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics, ``best/<monitor>`` and, with
+    ``test_after_training``, the ``test/...`` metrics of the best checkpoint.
 
-    Under DDP every process runs this; only global rank 0 writes files (config, logs, checkpoints).
+    Under DDP every process runs this; only global rank 0 writes files (config, logs, checkpoints). The test metrics
+    and files (``predictions_test.csv``, ``metrics_test.json``, ``scores_test.pt`` in the run folder) are those
+    ``python eval.py ckpt_path=<best> split=test`` computes with the same views (:mod:`rsa_lightning.evaluation`).
     """
     start = time.time()
     config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
@@ -85,11 +57,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("model: <%s>", cfg.model.net._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_collection(cfg.get("callbacks"), "callback")
-    callbacks += [ConfigInCheckpoint(config), SameRunDirOnAllRanks(str(output_dir.resolve()))]
     loggers = instantiate_collection(cfg.get("logger"), "logger")  # Lightning's loggers write on rank 0 only
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if trainer.is_global_zero:  # known from the launcher's variables once the Trainer exists
+        # read by the ConfigInCheckpoint callback (conf/callbacks/config_in_checkpoint.yaml) at setup
         OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
         num_params = sum(p.numel() for p in model.parameters())
         log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
@@ -99,12 +71,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: _metric(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if checkpoint is not None and checkpoint.best_model_score is not None:
+    checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = _metric(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path  # type: ignore[assignment]
     metrics["time_min"] = (time.time() - start) / 60.0
     if cfg.get("test_after_training"):
-        trainer.test(model=model, datamodule=datamodule, ckpt_path="best" if checkpoint else None)
+        best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     return metrics

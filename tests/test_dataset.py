@@ -11,15 +11,9 @@ from test_decoding import broken_files
 from torch.utils.data import DataLoader
 
 from rsa_lightning.data import ListAnnotations, VideoDataModule, VideoRecord, read_video_list
-from rsa_lightning.data.dataset import (
-    Exclusion,
-    VideoDataset,
-    VideoDecodeError,
-    read_exclusion_entries,
-    read_exclusions,
-    write_exclusions,
-)
+from rsa_lightning.data.dataset import VideoDataset, VideoDecodeError
 from rsa_lightning.data.decoding import DecordBackend, PyAVBackend
+from rsa_lightning.data.exclusions import Exclusion, read_exclusion_entries, read_exclusions, write_exclusions
 from rsa_lightning.data.sampling import SegmentSampler, segment_centre_indices
 from rsa_lightning.data.transforms import EvalTransform, TrainTransform
 
@@ -29,7 +23,7 @@ def _record(path, label=0):
 
 
 def _dataset(records, **kwargs):
-    args = {"backend": DecordBackend(), "sampler": SegmentSampler(num_segments=4, training=False), "training": False}
+    args = {"backend": DecordBackend(), "sampler": SegmentSampler(num_frames=4, training=False), "training": False}
     return VideoDataset(records=records, **{**args, **kwargs})
 
 
@@ -47,7 +41,7 @@ class FrameSampler:
 @pytest.mark.parametrize("num_video_frames", [3, 8, 13, 20])
 def test_val_clip_holds_the_sampled_frames(tmp_path, num_video_frames):
     path = write_brightness_video(tmp_path / "v.mp4", num_video_frames)
-    ds = _dataset([_record(path, 2)], sampler=SegmentSampler(num_segments=8, training=False))
+    ds = _dataset([_record(path, 2)], sampler=SegmentSampler(num_frames=8, training=False))
     sample = ds[0]
     assert sample["video"].shape == (3, 8, 32, 32) and sample["video"].dtype == torch.uint8
     assert sample["label"] == 2 and sample["video_id"] == "v"
@@ -59,7 +53,7 @@ def test_val_clip_holds_the_sampled_frames(tmp_path, num_video_frames):
 @pytest.mark.parametrize("num_video_frames", [5, 16, 21])
 def test_train_clip_frames_come_from_their_segments(tmp_path, num_video_frames):
     path = write_brightness_video(tmp_path / "v.mp4", num_video_frames)
-    ds = _dataset([_record(path)], sampler=SegmentSampler(num_segments=4, training=True), training=True)
+    ds = _dataset([_record(path)], sampler=SegmentSampler(num_frames=4, training=True), training=True)
     torch.manual_seed(0)
     seen = set()
     for _ in range(12):
@@ -110,7 +104,7 @@ def test_training_transform_gets_label_and_a_seeded_generator(tmp_path):
         return video[:, :, :8, :8], label * 100 + shift
 
     ds = _dataset(
-        [_record(path, 3)], sampler=SegmentSampler(num_segments=4, training=True), transform=transform, training=True
+        [_record(path, 3)], sampler=SegmentSampler(num_frames=4, training=True), transform=transform, training=True
     )
     torch.manual_seed(1)
     first = [(ds[0]["label"], ds[0]["video"]) for _ in range(3)]
@@ -231,7 +225,7 @@ def _datamodule(root, **kwargs):
         "num_frames": 4,
         "batch_size": 4,
         "crop_size": 24,
-        "sampler": partial(SegmentSampler, num_segments=4),
+        "sampler": partial(SegmentSampler),
         "backend": DecordBackend(),
         "train_transform": partial(TrainTransform, resize=32, crop_size=24, flip="off"),
         "eval_transform": EvalTransform(resize=32, crop_size=24),
@@ -338,7 +332,7 @@ def _fit(monitor, train_broken, val_broken, size=100):
 
 
 def test_skipped_samples_monitor_counts_per_epoch_and_stops_past_the_ceiling(caplog):
-    from rsa_lightning.utils.callbacks import SkippedSamplesMonitor, TooManySkippedVideosError
+    from rsa_lightning.callbacks import SkippedSamplesMonitor, TooManySkippedVideosError
 
     trainer = _fit(SkippedSamplesMonitor(max_skipped_fraction=0.02), train_broken={3, 70}, val_broken={5})
     assert float(trainer.callback_metrics["train/skipped"]) == 2  # per epoch, not accumulated

@@ -32,7 +32,7 @@ import torch
 from conftest import compose_config, decoded_frame_index, frame_brightness, write_video
 
 from rsa_lightning.data.annotations import UNLABELLED
-from rsa_lightning.data.dataset import write_exclusions
+from rsa_lightning.data.exclusions import write_exclusions
 from rsa_lightning.data.sampling import segment_centre_indices, segment_view_indices
 from rsa_lightning.evaluate import evaluate
 from rsa_lightning.train import train
@@ -40,7 +40,7 @@ from rsa_lightning.train import train
 REFERENCE = Path("/work/shared/reference")
 HEIGHT, WIDTH = 32, 56
 NUM_FRAMES = 4  # data.num_frames of every test: T segments
-SKIPPED_MONITOR = "rsa_lightning.utils.callbacks.SkippedSamplesMonitor"
+SKIPPED_MONITOR = "rsa_lightning.callbacks.SkippedSamplesMonitor"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import hydra
 import torch
 from conftest import ROOT, compose_config, tiny_synthetic_overrides
 
-from rsa_lightning.data.dataset import write_exclusions
+from rsa_lightning.data.exclusions import write_exclusions
 from rsa_lightning.evaluate import evaluate
 from rsa_lightning.train import train
 from rsa_lightning.utils.config import RANK_ENV, RUN_NAME_ENV

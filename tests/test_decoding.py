@@ -10,15 +10,9 @@ import pytest
 from conftest import decoded_frame_index, frame_brightness, write_brightness_video
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.decoding import (
-    DecordBackend,
-    FrameFolderBackend,
-    PyAVBackend,
-    VideoDecodeError,
-    check_seek_accuracy,
-    clip_length,
-    detect_open_gop,
-)
+from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend, clip_length
+from rsa_lightning.data.probing import check_seek_accuracy, detect_open_gop
+from rsa_lightning.data.video_io import VideoDecodeError
 
 # x264 settings of the open-GOP clip: a keyframe every 8 frames, 3 B-frames always (b-adapt=0), and open-gop=1, so
 # every keyframe after the first is a non-IDR I-frame followed (in decode order) by 3 leading B-frames that show

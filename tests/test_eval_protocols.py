@@ -13,18 +13,9 @@ import torch
 from conftest import compose_config, tiny_synthetic_overrides
 from torch.utils.data.distributed import DistributedSampler
 
-from rsa_lightning.evaluate import (
-    FusedScores,
-    ViewOutputs,
-    classification_metrics,
-    drop_duplicate_views,
-    ensemble,
-    evaluate,
-    frames_per_model,
-    fuse_views,
-    mean_class_accuracy,
-    resolve_views,
-)
+from rsa_lightning.evaluate import evaluate, frames_per_model, resolve_views
+from rsa_lightning.evaluation.metrics import classification_metrics, confusion_matrix, mean_class_accuracy
+from rsa_lightning.evaluation.views import FusedScores, ViewOutputs, drop_duplicate_views, ensemble, fuse_views
 from rsa_lightning.utils.config import resolved_container
 
 
@@ -113,8 +104,8 @@ def test_fusion_does_not_depend_on_the_order_the_views_arrive_in(fusion):
     assert torch.equal(fused.scores, reference.scores)  # bit for bit: the same sums in the same order
     assert torch.equal(fused.labels, torch.tensor([0, 1, 2, 3, 4]))
     assert torch.allclose(fused.scores.sum(dim=1), torch.ones(5))
-    # without the split's order, videos come in order of first appearance
-    assert fuse_views(shuffled, num_views=6, fusion=fusion).video_ids == list(dict.fromkeys(shuffled.video_ids))
+    # without the split's order, videos come sorted by id (the same order however the views were spread)
+    assert fuse_views(shuffled, num_views=6, fusion=fusion).video_ids == sorted(ids)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -198,15 +189,15 @@ def test_duplicates_must_agree_on_the_label():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_mean_class_accuracy_averages_the_recall_of_the_classes_in_the_split():
-    # 4 classes, class 3 has no video; class 0: 3 of 4 right, class 1: 0 of 1, class 2: 1 of 1
+def test_mean_class_accuracy_averages_the_recall_of_the_scored_classes():
+    # 4 classes, class 3 has no video and is never predicted; class 0: 3 of 4 right, class 1: 0 of 1, class 2: 1 of 1
     labels = torch.tensor([0, 0, 0, 0, 1, 2])
     predicted = torch.tensor([0, 0, 0, 2, 0, 2])
     probs = torch.nn.functional.one_hot(predicted, 4).float() * 0.7 + 0.075
-    assert mean_class_accuracy(probs, labels) == pytest.approx((3 / 4 + 0 + 1) / 3)
+    assert mean_class_accuracy(confusion_matrix(predicted, labels, 4)) == pytest.approx((3 / 4 + 0 + 1) / 3)
     metrics = classification_metrics(probs, labels)
     assert metrics["acc1"] == pytest.approx(4 / 6)  # micro: per video
-    assert metrics["classes_in_split"] == 3 and metrics["acc4"] == 1.0  # fewer than 5 classes: top-4
+    assert metrics["classes_in_split"] == 3 and "acc5" not in metrics  # 4 classes: top-5 would be 1 by construction
 
 
 def test_ensemble_averages_fused_probabilities_and_checks_videos_and_labels():
@@ -269,7 +260,7 @@ def test_protocol_and_fusion_reach_the_predictions(checkpoint, tmp_path):
     assert (prob["num_clips"], prob["num_crops"], prob["views_per_video"], prob["protocol"]) == (2, 3, 6, "accurate")
     assert (efficient["views_per_video"], efficient["protocol"]) == (1, "efficient")
     assert prob["fusion"] == "prob" and logit["fusion"] == "logit" and prob["num_frames"] == [4]
-    assert prob["num_videos"] == 10 and {"acc1", "acc5", "mean_class_acc"} <= set(prob)
+    assert prob["num_videos"] == 10 and {"acc1", "acc5", "mean_class_acc", "classes_scored"} <= set(prob)
     # three different computations of the same videos
     assert not torch.allclose(prob_scores["scores"], logit_scores["scores"], rtol=0, atol=1e-3)
     assert not torch.allclose(prob_scores["scores"], efficient_scores["scores"], rtol=0, atol=1e-3)
@@ -282,10 +273,9 @@ def test_protocol_and_fusion_reach_the_predictions(checkpoint, tmp_path):
 
 
 def test_ensemble_averages_models_at_their_own_frame_counts(checkpoint, tmp_path):
-    ckpt8 = tmp_path / "model8.ckpt"  # the same weights, run at 8 frames (data.num_frames and its sampler)
+    ckpt8 = tmp_path / "model8.ckpt"  # the same weights, run at 8 frames
     state = torch.load(checkpoint, weights_only=False)
-    state["config"]["data"]["num_frames"] = 8
-    state["config"]["data"]["sampler"]["num_segments"] = 8
+    state["config"]["data"]["num_frames"] = 8  # the DataModule hands it to the sampler
     torch.save(state, ckpt8)
     _, at4, _ = run_eval(tmp_path, "at4", f"ckpt_path={checkpoint}")
     _, at8, _ = run_eval(tmp_path, "at8", f"ckpt_path={checkpoint}", "num_frames=8")

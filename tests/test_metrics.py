@@ -1,5 +1,6 @@
-"""VideoClassifier's metrics: top-1 / top-5 (micro) and mean class accuracy per split, the headline metric that
-checkpointing monitors, and the confusion matrix written at the end of validation and test."""
+"""The metric definitions (rsa_lightning.evaluation.metrics) and VideoClassifier's use of them: top-1 / top-5 (micro)
+and mean class accuracy per split, the checkpoint monitor, and the confusion matrix written at the end of validation
+and test."""
 
 from __future__ import annotations
 
@@ -15,8 +16,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
+from torchmetrics.classification import MulticlassAccuracy
+
+from rsa_lightning.evaluation.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    mean_class_accuracy,
+    per_class_accuracy,
+    score_videos,
+    topk_accuracy,
+)
+from rsa_lightning.evaluation.writers import write_confusion
 from rsa_lightning.modules import VideoClassifier
-from rsa_lightning.modules.video_classifier import accuracy_metrics, per_class_accuracy, write_confusion_csv
 
 NUM_CLASSES = 7
 
@@ -30,23 +41,50 @@ def logits_for(predictions: list[list[int]], num_classes: int) -> torch.Tensor:
     return logits
 
 
+def test_mean_class_accuracy_follows_the_official_and_mmaction2_definition():
+    """mmaction2's own unit-test values (tests/evaluation/metrics: labels [2, 2, 2, 3], predictions [2, 2, 2, 4]):
+    classes 2, 3 and 4 are scored (labels or predictions); class 4 has no videos but was predicted: it counts 0."""
+    labels, predicted = torch.tensor([2, 2, 2, 3]), torch.tensor([2, 2, 2, 4])
+    confusion = confusion_matrix(predicted, labels, 6)
+    assert mean_class_accuracy(confusion) == pytest.approx(1 / 3)  # (1 + 0 + 0) / 3; "classes with videos" gives 0.5
+    scores = torch.nn.functional.one_hot(predicted, 6).float()
+    metrics = classification_metrics(scores, labels)
+    assert metrics["mean_class_acc"] == pytest.approx(1 / 3) and metrics["acc1"] == pytest.approx(3 / 4)
+    assert (metrics["classes_in_split"], metrics["classes_scored"]) == (2, 3)
+    # torchmetrics' macro accuracy is the same definition
+    assert MulticlassAccuracy(num_classes=6, average="macro")(scores, labels).item() == pytest.approx(1 / 3)
+
+
 def test_accuracy_metrics_micro_and_mean_class():
     # class 0: 4 videos, 3 right; class 1: 1 video, wrong (second guess right); class 2: 1 video, right
     labels = torch.tensor([0, 0, 0, 0, 1, 2])
     ranked = [[0], [0], [0], [3, 4, 5, 6, 0], [0, 1], [2]]
-    metrics = accuracy_metrics(NUM_CLASSES)
-    values = metrics(logits_for(ranked, NUM_CLASSES), labels)
-    assert set(values) == {"acc1", "acc5", "mean_class_acc"}
+    values = classification_metrics(logits_for(ranked, NUM_CLASSES), labels)
+    assert {"acc1", "acc5", "mean_class_acc"} <= set(values)
     assert values["acc1"] == pytest.approx(4 / 6)  # micro: over videos
     assert values["acc5"] == pytest.approx(6 / 6)
     # classes 4-6 have no videos and are never predicted first: left out of the mean; class 3 has no videos but was
-    # predicted once: it counts as 0 (torchmetrics' macro average, see accuracy_metrics)
+    # predicted once: it counts as 0
     assert values["mean_class_acc"] == pytest.approx((3 / 4 + 0 / 1 + 1 / 1 + 0) / 4)
     labels[3] = 3  # that video is of class 3 now (and right): the plain mean of the per-class accuracies
-    values = accuracy_metrics(NUM_CLASSES)(logits_for(ranked, NUM_CLASSES), labels)
+    values = classification_metrics(logits_for(ranked, NUM_CLASSES), labels)
     assert values["mean_class_acc"] == pytest.approx((3 / 3 + 0 / 1 + 1 / 1 + 1 / 1) / 4)
     assert values["acc1"] == pytest.approx(5 / 6)
-    assert set(accuracy_metrics(5)) == {"acc1", "mean_class_acc"}  # no top-5 with 5 classes
+    assert "acc5" not in classification_metrics(torch.randn(3, 5), torch.tensor([0, 1, 2]))  # 5 classes: no top-5
+
+
+def test_topk_ties_are_broken_as_torch_topk_breaks_them():
+    scores = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
+    labels = scores.topk(1, dim=1).indices[:, 0]  # whatever torch.topk picks counts as right
+    assert topk_accuracy(scores, labels, 1) == 1.0
+    with pytest.raises(ValueError, match="top-4 accuracy needs"):
+        topk_accuracy(scores, labels, 4)
+
+
+def test_unlabelled_and_mixed_splits():
+    assert score_videos(torch.randn(3, 4), torch.tensor([-1, -1, -1])) == ({}, None)
+    with pytest.raises(ValueError, match="1 of 3 videos have no label"):
+        score_videos(torch.randn(3, 4), torch.tensor([0, -1, 2]))
 
 
 def test_per_class_accuracy_and_confusion_csv(tmp_path):
@@ -54,10 +92,11 @@ def test_per_class_accuracy_and_confusion_csv(tmp_path):
     accuracy = per_class_accuracy(confusion)
     assert accuracy[:2].tolist() == [0.75, 0.0] and math.isnan(accuracy[2])
     path = tmp_path / "sub" / "m.csv"
-    write_confusion_csv(path, confusion, ["a", "b, c", "d"])
+    write_confusion(path, confusion, ["a", "b, c", "d"])
     rows = list(csv.reader(path.read_text().splitlines()))
     assert rows[0] == ["true \\ predicted", "a", "b, c", "d"]
     assert rows[2] == ["b, c", "1", "0", "0"] and len(rows) == 4
+    assert torch.equal(torch.load(path.with_suffix(".pt"))["confusion"], confusion)
 
 
 class RandomClips(pl.LightningDataModule):
@@ -85,17 +124,17 @@ class RandomClips(pl.LightningDataModule):
 
 def tiny_classifier(**kwargs) -> VideoClassifier:
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, NUM_CLASSES))
-    optimizer = functools.partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4)
-    return VideoClassifier(net=net, num_classes=NUM_CLASSES, optimizer=optimizer, warmup_epochs=0, **kwargs)
+    optimizer = functools.partial(torch.optim.SGD, lr=0.1)
+    return VideoClassifier(net=net, num_classes=NUM_CLASSES, optimizer=optimizer, weight_decay=1e-4, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("metrics")
     pl.seed_everything(0)
-    model = tiny_classifier(headline_metric="mean_class_acc")
+    model = tiny_classifier()
     datamodule = RandomClips()
-    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", monitor="val/headline", mode="max")
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", monitor="val/mean_class_acc", mode="max")
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=2,
@@ -131,12 +170,11 @@ def test_every_split_logs_top1_top5_and_mean_class_accuracy(fitted):
     assert float(metrics["val/mean_class_acc"]) == pytest.approx(accuracy.mean().item())  # every class has videos
 
 
-def test_headline_is_the_chosen_metric_and_drives_checkpointing(fitted):
+def test_the_monitored_metric_drives_checkpointing(fitted):
     metrics, checkpoint = fitted["trainer"].callback_metrics, fitted["checkpoint"]
     assert float(metrics["val/acc1"]) != float(metrics["val/mean_class_acc"])  # unbalanced val: they differ here
-    assert float(metrics["val/headline"]) == float(metrics["val/mean_class_acc"])
     assert checkpoint.best_model_score is not None and checkpoint.best_model_path
-    assert float(checkpoint.best_model_score) >= float(metrics["val/headline"])
+    assert float(checkpoint.best_model_score) >= float(metrics["val/mean_class_acc"])
 
 
 def test_validation_writes_the_confusion_matrix(fitted):
@@ -153,19 +191,21 @@ def test_validation_writes_the_confusion_matrix(fitted):
 
 def test_test_split_metrics_and_confusion(fitted, caplog):
     trainer, model = fitted["trainer"], fitted["model"]
-    with caplog.at_level(logging.INFO, logger="rsa_lightning.modules.video_classifier"):
+    with caplog.at_level(logging.INFO, logger="rsa_lightning.evaluation.writers"):
         (results,) = trainer.test(model, datamodule=fitted["datamodule"], verbose=False)
-    assert {"test/acc1", "test/acc5", "test/mean_class_acc", "test/headline", "test/loss"} <= set(results)
-    assert results["test/headline"] == results["test/mean_class_acc"]
+    assert {"test/acc1", "test/acc5", "test/mean_class_acc", "test/loss"} <= set(results)
     path = fitted["root"] / "confusion" / f"test_epoch{trainer.current_epoch:03d}.csv"
     assert path.is_file()
     summary = [r.getMessage() for r in caplog.records if "per-class top-1 accuracy" in r.getMessage()]
     assert len(summary) == 1 and "over 7/7 classes with videos" in summary[0] and str(path) in summary[0]
 
 
-def test_headline_metric_is_validated():
-    with pytest.raises(ValueError, match="headline_metric"):
-        tiny_classifier(headline_metric="top1")
-    net = nn.Linear(2, 5)
-    with pytest.raises(ValueError, match="headline_metric"):  # no top-5 with 5 classes
-        VideoClassifier(net=net, num_classes=5, optimizer=torch.optim.SGD, headline_metric="acc5")
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="set model.weight_decay instead"):
+        VideoClassifier(
+            net=nn.Linear(2, 5), num_classes=5, optimizer=functools.partial(torch.optim.SGD, weight_decay=1)
+        )
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        tiny_classifier(fusion="max")
+    with pytest.raises(ValueError, match="scheduler_interval"):
+        tiny_classifier(scheduler_interval="batch")

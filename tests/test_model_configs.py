@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_config, tiny_synthetic_overrides
 
+from rsa_lightning.models import ResNet
 from rsa_lightning.train import train
 
 MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
@@ -41,6 +42,31 @@ def test_paper_networks(tmp_path, name, mixer, blocks, params):
         assert all(type(b.shift).__name__ == "TemporalShift" and b.shift.fold_div == 8 for b in net.blocks())
     else:
         assert all(isinstance(b.shift, torch.nn.Identity) for b in net.blocks())
+
+
+def test_every_config_builds_through_create_resnet(tmp_path):
+    for name in MODEL_CONFIGS:
+        net = compose_config("train", [f"model={name}", "data.num_classes=5"], tmp_path).model.net
+        assert net._target_ == "rsa_lightning.models.create_resnet", name
+        assert "pretrained" in net and net.pretrained is None, name
+
+
+def test_pretrained_key_loads_imagenet_weights_after_construction(tmp_path):
+    """``model.net.pretrained=<path>`` builds the network, then copies the torchvision-layout file into it."""
+    tsn_tiny = compose_config("train", ["model=tsn_tiny", "data.num_classes=5"], tmp_path).model.net
+    source = hydra.utils.instantiate(tsn_tiny)
+    with torch.no_grad():
+        for value in source.state_dict().values():
+            value.copy_(torch.rand_like(value) if value.is_floating_point() else value)
+    path = tmp_path / "imagenet.pth"
+    torch.save({k: (v.squeeze(2) if v.dim() == 5 else v) for k, v in source.state_dict().items()}, path)
+    overrides = ["model=rsa_tiny", "data.num_classes=5", f"model.net.pretrained={path}"]
+    net = hydra.utils.instantiate(compose_config("train", overrides, tmp_path).model.net)
+    assert type(net) is ResNet and net.stmixer_blocks == ["layer1.0", "layer2.0"]
+    own = net.state_dict()
+    assert torch.equal(own["conv1.weight"], source.state_dict()["conv1.weight"])
+    assert torch.equal(own["layer3.0.conv2.weight"], source.state_dict()["layer3.0.conv2.weight"])
+    assert not own["layer1.0.bn3.weight"].any()  # a block with an RSA layer stays random, starting as the identity
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from rsa_lightning.layers import RelationalSelfAttention
 from rsa_lightning.models import ResNet
 from rsa_lightning.modules import VideoClassifier
+from rsa_lightning.modules.lr_schedule import warmup_cosine
 from rsa_lightning.modules.optim import global_batch_size, linear_scaled_lr, param_groups
 
 LOGGER = "rsa_lightning.modules.video_classifier"
@@ -72,9 +73,19 @@ def test_weight_decay_groups_on_an_rsa_network():
         assert id(names[n]) in undecayed, f"{n} should not be decayed"
 
 
-def classifier(*, lr: float = 0.02, **kwargs) -> VideoClassifier:
-    optimizer = functools.partial(torch.optim.SGD, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    return VideoClassifier(net=tiny_rsa_resnet(), num_classes=4, optimizer=optimizer, **kwargs)
+def classifier(
+    *, lr: float = 0.02, warmup_epochs: float = 5.0, schedule_interval: str = "epoch", **kwargs
+) -> VideoClassifier:
+    optimizer = functools.partial(torch.optim.SGD, lr=lr, momentum=0.9, nesterov=True)
+    return VideoClassifier(
+        net=tiny_rsa_resnet(),
+        num_classes=4,
+        optimizer=optimizer,
+        weight_decay=5e-4,
+        scheduler=functools.partial(warmup_cosine, warmup_epochs=warmup_epochs),
+        scheduler_interval=schedule_interval,
+        **kwargs,
+    )
 
 
 def attach_stub_trainer(model: VideoClassifier, *, devices: int, nodes: int, batch: int, accumulate: int, rank=0):
@@ -179,9 +190,10 @@ def model_config(tmp_path, *overrides: str):
 @pytest.mark.parametrize("name", ["tsn_r50", "rsa_r50", "tsm_r50", "tsn_r101", "tsn_r18", "conv3d_r50", "local_sa_r50"])
 def test_r50_configs_scale_lr_from_a_global_batch_of_64(tmp_path, name):
     cfg = model_config(tmp_path, f"model={name}", "data=ssv2")
-    assert cfg.optimizer.lr == 0.02 and cfg.optimizer.weight_decay == 5e-4 and cfg.optimizer.nesterov
+    assert cfg.optimizer.lr == 0.02 and cfg.weight_decay == 5e-4 and cfg.optimizer.nesterov
+    assert "weight_decay" not in cfg.optimizer  # applied per parameter group by VideoClassifier
     assert dict(cfg.auto_scale_lr) == {"enabled": True, "base_batch_size": 64}
-    assert cfg.headline_metric == "acc1"
+    assert cfg.scheduler.warmup_epochs == 5 and cfg.scheduler_interval == "epoch"
 
 
 def test_recipe_config_builds_the_scaled_optimizer(tmp_path):
@@ -195,15 +207,20 @@ def test_recipe_config_builds_the_scaled_optimizer(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("data", "headline"),
-    [("gym99", "mean_class_acc"), ("gym288", "mean_class_acc"), ("ssv1", "acc1"), ("synthetic", "acc1")],
+    ("data", "monitor"),
+    [
+        ("gym99", "val/mean_class_acc"),
+        ("gym288", "val/mean_class_acc"),
+        ("ssv1", "val/acc1"),
+        ("synthetic", "val/acc1"),
+    ],
 )
-def test_the_dataset_chooses_the_headline_metric(tmp_path, data, headline):
+def test_the_dataset_chooses_the_checkpoint_monitor(tmp_path, data, monitor):
     cfg = compose_config("train", [f"data={data}", "model=rsa_r50"], tmp_path)
-    assert cfg.model.headline_metric == headline
-    assert cfg.callbacks.model_checkpoint.monitor == "val/headline" and cfg.callbacks.model_checkpoint.mode == "max"
+    assert cfg.data.monitor == monitor and cfg.optimized_metric == monitor
+    assert cfg.callbacks.model_checkpoint.monitor == monitor and cfg.callbacks.model_checkpoint.mode == "max"
 
 
 def test_tiny_config_does_not_scale(tmp_path):
     cfg = model_config(tmp_path, "model=rsa_tiny")
-    assert cfg.auto_scale_lr.enabled is False and cfg.headline_metric == "acc1"
+    assert cfg.auto_scale_lr.enabled is False and cfg.scheduler_interval == "step"

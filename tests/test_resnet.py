@@ -1,11 +1,14 @@
 import functools
+import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from rsa_lightning.layers.conv import SpaceTimeConv, SpatialConv
 from rsa_lightning.layers.shift import TemporalShift
-from rsa_lightning.models import BasicBlock, DropPath, ResNet
+from rsa_lightning.models import BasicBlock, DropPath, ResNet, create_resnet, load_imagenet_weights
 
 TINY = dict(num_classes=5, block_counts=(1, 2), widths=(8, 16), expansion=2, stem_width=8)
 
@@ -156,7 +159,8 @@ def test_imagenet_init_inflates_and_leaves_mixer_blocks_random(tmp_path, caplog)
     path = tmp_path / "resnet.pth"
     torch_state = torchvision_state_dict(source)
     torch.save(torch_state, path)
-    net = ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[], [1]], pretrained=str(path))
+    net = ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[], [1]])
+    assert load_imagenet_weights(net, path) is net
     fresh = ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[], [1]])
     own = net.state_dict()
     for key, value in own.items():
@@ -175,17 +179,76 @@ def test_imagenet_init_inflates_and_leaves_mixer_blocks_random(tmp_path, caplog)
     torch_state["extra.weight"] = torch.zeros(1)
     torch.save(torch_state, path)
     with caplog.at_level("WARNING"):
-        ResNet(**TINY, pretrained=str(path))
+        load_imagenet_weights(ResNet(**TINY), path)
     assert "layer1.0.bn1.running_mean" in caplog.text and "extra.weight" in caplog.text
 
 
 def test_imagenet_init_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        ResNet(**TINY, pretrained=str(tmp_path / "nope.pth"))
+        load_imagenet_weights(ResNet(**TINY), tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_resnet(**TINY, pretrained=str(tmp_path / "nope.pth"))
     wide = ResNet(**{**TINY, "widths": (8, 32)})
     torch.save({"state_dict": torchvision_state_dict(wide)}, tmp_path / "wide.pth")
+    net = ResNet(**TINY)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match=r"'layer2.0.conv1.weight' has shape \(32, 16, 1, 1\)"):
-        ResNet(**TINY, pretrained=str(tmp_path / "wide.pth"))
+        load_imagenet_weights(net, tmp_path / "wide.pth")
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # a failed load changes nothing
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="none of its keys"):
-        ResNet(**TINY, pretrained=str(tmp_path / "other.pth"))
+        create_resnet(**TINY, pretrained=str(tmp_path / "other.pth"))
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="is not a state dict"):
+        load_imagenet_weights(ResNet(**TINY), tmp_path / "list.pth")
+
+
+def test_construction_reads_no_file(monkeypatch):
+    assert "pretrained" not in inspect.signature(ResNet).parameters
+    with pytest.raises(TypeError, match="pretrained"):
+        ResNet(**TINY, pretrained="resnet.pth")
+
+    def no_file(*args, **kwargs):
+        raise AssertionError(f"a file was opened: {args}")
+
+    monkeypatch.setattr(torch, "load", no_file)
+    monkeypatch.setattr("builtins.open", no_file)
+    ResNet(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[0], [1]])
+    create_resnet(**TINY, pretrained=None)
+
+
+def test_create_resnet_builds_then_loads_imagenet_weights(tmp_path):
+    torch.manual_seed(0)
+    source = ResNet(**TINY)
+    randomise_norms(source)
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision_state_dict(source), path)
+    kwargs = dict(**TINY, stmixer=SpaceTimeConv, stmixer_positions=[[0], []])
+    torch.manual_seed(1)
+    built = create_resnet(**kwargs, pretrained=str(path))
+    torch.manual_seed(1)
+    loaded = load_imagenet_weights(ResNet(**kwargs), path)
+    torch.manual_seed(1)
+    scratch = create_resnet(**kwargs)
+    assert type(built) is ResNet and built.stmixer_blocks == ["layer1.0"]
+    assert built.state_dict().keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in built.state_dict().items())
+    assert not torch.equal(built.state_dict()["layer2.0.bn1.weight"], scratch.state_dict()["layer2.0.bn1.weight"])
+    # a misspelt ResNet argument fails at construction, before any file is read
+    with pytest.raises(TypeError, match="stmixer_position"):
+        create_resnet(**TINY, stmixer_position=[[0], []], pretrained=str(tmp_path / "nope.pth"))
+
+
+def test_resnet_module_does_not_import_weight_loading():
+    """models/ has no import circle: resnet.py, loaded without the package __init__, pulls in no other models module."""
+    code = """
+import pathlib, sys, types
+import rsa_lightning
+package = types.ModuleType("rsa_lightning.models")  # skip models/__init__.py, which imports every module
+package.__path__ = [str(pathlib.Path(rsa_lightning.__file__).parent / "models")]
+sys.modules["rsa_lightning.models"] = package
+import rsa_lightning.models.resnet
+print(sorted(m for m in sys.modules if m.startswith("rsa_lightning.models.")))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "['rsa_lightning.models.resnet']"

@@ -12,8 +12,9 @@ from conftest import ROOT, compose_config, decoded_frame_index, write_brightness
 from test_decoding import OPEN_GOP_X264, pattern_frame, sequential_frames, write_pattern_video
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.dataset import read_exclusion_entries
-from rsa_lightning.data.decoding import FrameFolderBackend, check_seek_accuracy, detect_open_gop
+from rsa_lightning.data.decoding import FrameFolderBackend
+from rsa_lightning.data.exclusions import read_exclusion_entries
+from rsa_lightning.data.probing import check_seek_accuracy, detect_open_gop
 from rsa_lightning.tools.extract_frames import DONE_MARKER, ExtractOptions, extract_frames
 from rsa_lightning.tools.extract_frames import main as extract_main
 from rsa_lightning.tools.reencode_videos import EncodeOptions, reencode_videos

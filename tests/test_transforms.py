@@ -168,7 +168,7 @@ def test_seeded_generator_reproduces_a_sample():
 
 
 def test_eval_crops_on_a_landscape_frame():
-    """48 x 80 frames, crop 32: centred vertically (top 8), along the width at 0 / 24 / 48."""
+    """48 x 80 frames, crop 32: centred vertically (top 8); 3 crops at 0, 48, 24 (TSM's left, right, centre)."""
     clip = coded_clip(48, 80)
     transform = EvalTransform(resize=[48, 80], crop_size=32)
 
@@ -178,7 +178,7 @@ def test_eval_crops_on_a_landscape_frame():
         return int(out[0, 0, 0, 0]), int(out[1, 0, 0, 0])
 
     assert position(transform(clip)) == (8, 24)
-    assert [position(transform(clip, crop_index=i, num_crops=3)) for i in range(3)] == [(8, 0), (8, 24), (8, 48)]
+    assert [position(transform(clip, crop_index=i, num_crops=3)) for i in range(3)] == [(8, 0), (8, 48), (8, 24)]
     assert [position(transform(clip, crop_index=i, num_crops=5)) for i in range(5)] == [
         (8, x) for x in (0, 12, 24, 36, 48)
     ]
@@ -188,11 +188,45 @@ def test_eval_crops_on_a_landscape_frame():
 def test_eval_crops_on_a_portrait_frame_and_short_side_resize():
     clip = coded_clip(80, 48)
     three = [EvalTransform(resize=[80, 48], crop_size=32)(clip, crop_index=i, num_crops=3) for i in range(3)]
-    assert [(int(o[0, 0, 0, 0]), int(o[1, 0, 0, 0])) for o in three] == [(0, 8), (24, 8), (48, 8)]
-    # short side 24: frames become 40 x 24, three 24 x 24 crops start at rows 0, 8, 16 (of 40)
+    assert [(int(o[0, 0, 0, 0]), int(o[1, 0, 0, 0])) for o in three] == [(0, 8), (48, 8), (24, 8)]
+    # short side 24: frames become 40 x 24, three 24 x 24 crops start at rows 0, 16, 8 (of 40)
     small = EvalTransform(resize=24, crop_size=24)
-    assert small.crop_offsets(40, 24, 3) == [(0, 0), (8, 0), (16, 0)]
+    assert small.crop_offsets(40, 24, 3) == [(0, 0), (16, 0), (8, 0)]
     assert small(clip, crop_index=2, num_crops=3).shape == (3, 3, 24, 24)
+
+
+def tsm_full_res_sample(height: int, width: int, crop: int) -> list[tuple[int, int]]:
+    """TSM ops/transforms.py ``GroupFullResSample`` offsets (``(o_w, o_h)`` there), as ``(top, left)``."""
+    w_step, h_step = (width - crop) // 4, (height - crop) // 4
+    return [(2 * h_step, 0 * w_step), (2 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]  # left, right, centre
+
+
+def mmaction2_three_crop(height: int, width: int, crop: int) -> list[tuple[int, int]]:
+    """mmaction2 ``ThreeCrop`` offsets (``(x, y)`` there) for a landscape frame whose height the crop spans."""
+    assert crop == height
+    w_step = (width - crop) // 2
+    return [(0, 0), (0, 2 * w_step), (0, w_step)]  # left, right, middle
+
+
+@pytest.mark.parametrize(
+    "size, crop, expected",
+    [
+        ((256, 341), 224, [(16, 0), (16, 116), (16, 58)]),  # step 117 // 4 = 29: the right crop ends 1 px short
+        ((240, 320), 224, [(8, 0), (8, 96), (8, 48)]),  # the official frames: step 24, flush with the edges
+        ((256, 341), 256, [(0, 0), (0, 84), (0, 42)]),  # TSM full resolution: step 85 // 4 = 21
+        ((240, 320), 240, [(0, 0), (0, 80), (0, 40)]),
+    ],
+)
+def test_three_crops_follow_tsm(size, crop, expected):
+    height, width = size
+    transform = EvalTransform(resize=list(size), crop_size=crop)
+    assert transform.crop_offsets(height, width, 3) == expected == tsm_full_res_sample(height, width, crop)
+    if crop == height:  # mmaction2's ThreeCrop (crop spanning the short side) agrees here
+        assert expected == mmaction2_three_crop(height, width, crop)
+    if size == (240, 320) and crop == 224:  # identical to crops flush with both edges and the centre
+        assert [left for _, left in expected] == [0, width - crop, (width - crop) // 2]
+    # portrait frames: the same along the height
+    assert transform.crop_offsets(width, height, 3) == [(left, top) for top, left in expected]
 
 
 def test_eval_transform_errors():

@@ -20,13 +20,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
-from rsa_lightning.data.dataset import VideoDataset, read_exclusions
+from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.exclusions import read_exclusions
+from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.transforms import mirror_pairs, normalize
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-HEADLINE_METRICS = ("acc1", "acc5", "mean_class_acc")
+MONITORS = ("val/acc1", "val/acc5", "val/mean_class_acc")
 PREDICT = "predict"  # key of the predict split's dataset (``predict_split`` with every evaluation view)
 
 
@@ -38,12 +40,13 @@ class VideoDataModule(pl.LightningDataModule):
         annotations: factory ``(root=) -> annotations`` with ``class_names()`` and ``records(split)``, e.g.
             ``functools.partial(SSv2Annotations)``; called with ``root`` so that ``data.root=...`` moves everything.
         num_classes: number of classes; checked against the annotations.
-        num_frames: frames per clip ``T`` (the configs build the sampler with it).
+        num_frames: frames per clip ``T``; the DataModule passes it to the sampler factory.
         crop_size: side of the square frames the network sees (the configs build the transforms with it; the
             evaluation transform's ``crop_size`` is checked against it).
         batch_size: clips per batch per device.
         num_workers: decoding processes per device.
-        sampler: factory ``(training=) -> sampler``, e.g. ``partial(SegmentSampler, num_segments=8)``.
+        sampler: factory ``(num_frames=, training=) -> sampler`` (a :class:`~rsa_lightning.data.sampling.FrameSampler`),
+            e.g. ``partial(SegmentSampler)`` or ``partial(DenseSampler, stride=2)``.
         backend: the decoder (``read(record, choose)``), e.g. ``DecordBackend()``.
         train_transform: factory ``(mirror=) -> transform`` (a partial :class:`TrainTransform`); the DataModule
             passes the mirror classes derived from the class names (``mirror_pairs``) when the flip policy needs them.
@@ -55,8 +58,12 @@ class VideoDataModule(pl.LightningDataModule):
             used when the file exists.
         decode_timeout: seconds a single decode may take before the video is skipped (None: no limit).
         predict_split: the split ``predict_dataloader`` serves (eval.py sets it).
-        headline_metric: the dataset's headline metric, which checkpointing and sweeps optimise: ``acc1`` (top-1),
-            ``acc5`` or ``mean_class_acc`` (mean class accuracy, FineGym's); read by the model config.
+        monitor: the dataset's checkpoint monitor, the validation metric the best checkpoint and sweeps maximise:
+            ``val/acc1`` (top-1), ``val/acc5`` or ``val/mean_class_acc`` (FineGym's published metric); read by
+            ``conf/callbacks/model_checkpoint.yaml`` and ``optimized_metric`` (definitions:
+            :mod:`rsa_lightning.evaluation.metrics`).
+        multi_view_val: validate during training with the test views (``num_clips`` x ``num_crops`` per video,
+            fused) instead of one centre view per video (the official "efficient" protocol, the default).
         prepare: called once (rank 0) before setup with ``root=``, e.g. to generate the synthetic dataset.
     """
 
@@ -69,7 +76,7 @@ class VideoDataModule(pl.LightningDataModule):
         num_frames: int,
         batch_size: int,
         crop_size: int,
-        sampler: Callable[..., Callable],
+        sampler: Callable[..., FrameSampler],
         backend: Any,
         train_transform: Callable[..., Callable],
         eval_transform: Callable,
@@ -82,7 +89,8 @@ class VideoDataModule(pl.LightningDataModule):
         decode_timeout: Optional[float] = None,
         pin_memory: bool = False,
         predict_split: str = "test",
-        headline_metric: str = "acc1",
+        monitor: str = "val/acc1",
+        multi_view_val: bool = False,
         prepare: Optional[Callable[..., Any]] = None,
     ) -> None:
         super().__init__()
@@ -100,8 +108,8 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"data.mean and data.std need 3 values with std > 0, got {mean} and {std}")
-        if headline_metric not in HEADLINE_METRICS:
-            raise ValueError(f"data.headline_metric must be one of {HEADLINE_METRICS}, got {headline_metric!r}")
+        if monitor not in MONITORS:
+            raise ValueError(f"data.monitor must be one of {MONITORS}, got {monitor!r}")
         if predict_split not in SPLITS:
             raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
         if getattr(eval_transform, "crop_size", crop_size) != crop_size:
@@ -125,7 +133,8 @@ class VideoDataModule(pl.LightningDataModule):
         self.decode_timeout = decode_timeout
         self.pin_memory = pin_memory
         self.predict_split = predict_split
-        self.headline_metric = headline_metric
+        self.monitor = monitor
+        self.multi_view_val = multi_view_val
         self.prepare = prepare
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
@@ -196,15 +205,16 @@ class VideoDataModule(pl.LightningDataModule):
 
     def build_dataset(self, split: str, *, evaluation_views: Optional[bool] = None) -> VideoDataset:
         """The dataset of ``split``: augmented single clips for "train"; otherwise deterministic views, one per video
-        for "val" (validation during training) and ``num_clips x num_crops`` for "test" or ``evaluation_views``."""
+        for "val" (validation during training; ``num_clips x num_crops`` with ``multi_view_val``) and
+        ``num_clips x num_crops`` for "test" or ``evaluation_views``."""
         training = split == "train" and not evaluation_views
         if evaluation_views is None:
-            evaluation_views = split == "test"
+            evaluation_views = split == "test" or (split == "val" and self.multi_view_val)
         views = (self.num_clips, self.num_crops) if evaluation_views else (1, 1)
         dataset = VideoDataset(
             records=self.records(split),
             backend=self.backend,
-            sampler=self.sampler_factory(training=training),
+            sampler=self.sampler_factory(num_frames=self.num_frames, training=training),
             transform=self.train_transform() if training else self.eval_transform,
             training=training,
             num_clips=views[0],

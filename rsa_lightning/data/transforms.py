@@ -7,7 +7,7 @@ Every frame of a clip gets the same crop and the same flip.
 - :class:`TrainTransform`: TSN's multi-scale crop (``GroupMultiScaleCrop``), a label-aware horizontal flip
   (``flip`` policy + ``mirror`` classes from :func:`mirror_pairs`), optional RandAugment and random erasing
   (:mod:`rsa_lightning.data.augment`).
-- :class:`EvalTransform`: resize, then a centre crop, TSN/mmaction's three crops, or ``n`` crops along the long side.
+- :class:`EvalTransform`: resize, then a centre crop, TSM's three crops, or ``n`` crops along the long side.
 """
 
 from __future__ import annotations
@@ -255,9 +255,19 @@ class TrainTransform:
 class EvalTransform:
     """Evaluation clip transform: resize (int shorter side or ``[H, W]``), then one of ``num_crops`` square crops.
 
-    ``__call__(video, *, crop_index=0, num_crops=1)``: ``num_crops=1`` is the centre crop; otherwise the crops are
-    evenly spaced along the LONGER side from its start to its end and centred on the shorter side, so
-    ``num_crops=3`` gives start, centre, end (TSN / mmaction ``ThreeCrop``, here in that spatial order).
+    ``__call__(video, *, crop_index=0, num_crops=1)``; the crops of a resized ``H x W`` frame (:meth:`crop_offsets`):
+
+    * ``num_crops=1``: the centre crop, ``((H - crop) // 2, (W - crop) // 2)`` (mmaction2 ``CenterCrop``; TSM's
+      torchvision ``CenterCrop`` rounds half-way margins to even, one pixel apart when a margin is 3 mod 4).
+    * ``num_crops=3``: TSM's ``GroupFullResSample`` (``ops/transforms.py``, the "3 crops" of its ``test_models.py``),
+      along the longer side: with ``step = (long - crop) // 4``, the crops start at ``0, 4 * step, 2 * step`` (in
+      that order: left, right, centre, as TSM and mmaction2's ``ThreeCrop``) and sit at ``2 * ((short - crop) // 4)``
+      on the shorter side. The far crop is flush with the edge only when ``long - crop`` is a multiple of 4 (the
+      official 240 x 320 frames: 0, 96, 48; at 256 x 341 the right crop starts at 116, one pixel short of the edge).
+      mmaction2's ``ThreeCrop`` (``processing.py``) needs the crop to span the shorter side and uses
+      ``step = (long - crop) // 2`` (0, 2 step, step): the same except when ``long - crop`` is 2 or 3 mod 4.
+    * other ``num_crops``: ours, evenly spaced along the longer side from its start to its end (spatial order),
+      centred on the shorter side.
     """
 
     def __init__(self, *, resize: Size, crop_size: int) -> None:
@@ -270,17 +280,23 @@ class EvalTransform:
         self.crop_size = crop_size
 
     def crop_offsets(self, height: int, width: int, num_crops: int) -> list[tuple[int, int]]:
-        """``(top, left)`` of the ``num_crops`` crops of a resized ``height x width`` frame."""
+        """``(top, left)`` of the ``num_crops`` crops of a resized ``height x width`` frame, in crop-index order."""
         if num_crops < 1:
             raise ValueError(f"num_crops must be >= 1, got {num_crops}")
         size = self.crop_size
         if size > min(height, width):
             raise ValueError(f"crop_size ({size}) is bigger than the resized frame ({height} x {width})")
         along_width = width >= height
-        span = (width if along_width else height) - size
-        centre = ((height if along_width else width) - size) // 2
-        starts = [span // 2] if num_crops == 1 else [i * span // (num_crops - 1) for i in range(num_crops)]
-        return [(centre, s) if along_width else (s, centre) for s in starts]
+        long_margin = (width if along_width else height) - size
+        short_margin = (height if along_width else width) - size
+        if num_crops == 1:
+            starts, across = [long_margin // 2], short_margin // 2
+        elif num_crops == 3:  # TSM GroupFullResSample: left, right, centre
+            step = long_margin // 4
+            starts, across = [0, 4 * step, 2 * step], 2 * (short_margin // 4)
+        else:
+            starts, across = [i * long_margin // (num_crops - 1) for i in range(num_crops)], short_margin // 2
+        return [(across, s) if along_width else (s, across) for s in starts]
 
     def __call__(self, video: torch.Tensor, *, crop_index: int = 0, num_crops: int = 1) -> torch.Tensor:
         if video.ndim != 4:

@@ -1,24 +1,34 @@
-"""ImageNet initialisation of the TSN ResNet from a local torchvision-layout ResNet state dict.
+"""ImageNet initialisation of a built TSN ResNet from a local torchvision-layout ResNet state dict, and the factory
+the model configs instantiate (:func:`create_resnet`: build, then load).
 
-The 2D weights are inflated to (1, k, k) kernels and copied key by key through an explicit map. As in the RSANet
-paper, every block that holds a space-time mixer (RSA, 3D conv, local attention) is left entirely random: its
-conv1, bn1, mixer, bn2, conv3 and bn3 (running statistics included) keep their fresh initialisation, and the
-block's last BN gamma is set to 0 so the block starts as the identity. The projection shortcut of such a block (none
-of RSANet's positions has one) is loaded. The classifier is always new. Nothing is downloaded: the file is given by
-path (e.g. torchvision's ``resnet50-0676ba61.pth``, saved once on a machine with internet).
+Source layout (torchvision ``torchvision.models.resnet``, e.g. ``resnet50-0676ba61.pth``): a flat dict of tensors,
+``conv1.weight`` (64, 3, 7, 7); ``bn1.{weight,bias,running_mean,running_var,num_batches_tracked}``;
+``layerS.I.convN.weight`` (O, I, k, k) and ``layerS.I.bnN.*`` for stage S = 1..4, block I, conv N (1..3 in a
+bottleneck, 1..2 in a basic block); ``layerS.0.downsample.0.weight`` (O, I, 1, 1) and ``layerS.0.downsample.1.*``;
+``fc.weight`` (1000, C) and ``fc.bias`` (1000,). These names equal :class:`ResNet`'s, so the key map is the identity
+on the tensors that are loaded.
+
+The 2D weights are inflated to (1, k, k) kernels and copied key by key through that explicit map, each shape
+asserted. As in the RSANet paper, every block that holds a space-time mixer (RSA, 3D conv, local attention) is left
+entirely random: its conv1, bn1, mixer, bn2, conv3 and bn3 (running statistics included) keep their fresh
+initialisation, and the block's last BN gamma is set to 0 so the block starts as the identity. The projection
+shortcut of such a block (none of RSANet's positions has one) is loaded. The classifier is always new. Nothing is
+downloaded: the file is given by path (saved once on a machine with internet).
+
+This module imports :mod:`rsa_lightning.models.resnet`, never the reverse: a network is built first, weights are
+loaded into it afterwards (timm ``build_model_with_cfg``, nanoGPT ``from_pretrained``).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from rsa_lightning.models.resnet import ResNet
+from rsa_lightning.models.resnet import ResNet
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +36,10 @@ CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.pth`` state dict (bare, or under ``state_dict`` / ``model``; a ``module.`` prefix is removed)."""
+    """Tensors of a ``.pth`` state dict (bare, or under ``state_dict`` / ``model``; a ``module.`` prefix is removed).
+
+    Raises FileNotFoundError when ``path`` is not a file, ValueError when it holds no dict of tensors.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -65,11 +78,18 @@ def inflate(weight: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
     return weight
 
 
-def load_imagenet_resnet(net: ResNet, path: str | Path) -> dict[str, list[str]]:
-    """Initialise ``net`` from the torchvision ResNet state dict at ``path``; returns the report it logs once.
+def load_imagenet_weights(net: ResNet, path: str | Path) -> ResNet:
+    """Initialise the built ``net`` in place from the torchvision ResNet state dict at ``path``; returns ``net``.
 
-    Raises ValueError naming the key when a tensor's shape does not match (e.g. a ResNet-18 file for a ResNet-50),
-    or when the file initialises nothing.
+    Every tensor of :func:`imagenet_key_map` is copied (2D kernels (O, I, k, k) inflated to (O, I, 1, k, k)); the
+    blocks in ``net.stmixer_blocks`` keep their fresh weights with their last BN gamma set to 0, and the classifier
+    stays new. The tensors loaded, left random, missing from the file and unused are logged once.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no state dict; a tensor's shape does not match (the message names the key, e.g.
+            a ResNet-18 file for a ResNet-50); or none of its keys is a torchvision ResNet key. ``net`` is left
+            unchanged when any of these is raised.
     """
     source = read_state_dict(path)
     own = net.state_dict()
@@ -96,7 +116,6 @@ def load_imagenet_resnet(net: ResNet, path: str | Path) -> dict[str, list[str]]:
             own[key].copy_(tensor)
         for name in net.stmixer_blocks:
             nn.init.zeros_(net.get_submodule(name).last_bn.weight)
-    report = {"loaded": sorted(loaded), "missing": missing, "unexpected": unexpected, "random": net.stmixer_blocks}
     log.info(
         "ImageNet weights from %s: %d tensors loaded; left random: classifier and blocks %s",
         path,
@@ -107,4 +126,21 @@ def load_imagenet_resnet(net: ResNet, path: str | Path) -> dict[str, list[str]]:
         log.warning("ImageNet weights from %s: %d tensors missing, left random: %s", path, len(missing), missing)
     if unexpected:
         log.warning("ImageNet weights from %s: %d unused tensors: %s", path, len(unexpected), unexpected)
-    return report
+    return net
+
+
+def create_resnet(*, pretrained: Optional[str | Path] = None, **kwargs: Any) -> ResNet:
+    """Build ``ResNet(**kwargs)``, then initialise it from ImageNet weights when ``pretrained`` is a path.
+
+    The ``_target_`` of the model configs' ``net``: ``model.net.pretrained=/path/to/resnet50-0676ba61.pth`` loads
+    torchvision's ResNet-50 with :func:`load_imagenet_weights`; null (the default) keeps the fresh initialisation,
+    e.g. when a trained checkpoint's weights are loaded next. Every other keyword is a :class:`ResNet` argument.
+
+    Raises:
+        TypeError: an unknown keyword (a misspelt :class:`ResNet` argument), at construction.
+        ValueError, FileNotFoundError: as :class:`ResNet` and :func:`load_imagenet_weights`.
+    """
+    net = ResNet(**kwargs)
+    if pretrained is None:
+        return net
+    return load_imagenet_weights(net, pretrained)

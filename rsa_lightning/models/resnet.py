@@ -10,7 +10,9 @@ In a BasicBlock the mixer replaces the second 3x3 conv (``conv2``, never strided
 a mixer always sits at the same place: the block's ``conv2``, as in the official RSANet bottlenecks.
 
 Module names follow torchvision's ResNet (``conv1 bn1 layer1..4``, blocks ``conv1 bn1 conv2 bn2 conv3 bn3
-downsample``) so ImageNet and official RSANet weights map onto it key by key.
+downsample``) so ImageNet and official RSANet weights map onto it key by key. Construction reads no file: weights are
+loaded into a built network by :mod:`rsa_lightning.models.pretrained` (ImageNet; ``create_resnet`` for configs) and
+:mod:`rsa_lightning.models.official` (released RSANet checkpoints), which import this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import torch
 from torch import nn
 
 from rsa_lightning.layers.conv import SpatialConv
-from rsa_lightning.models.pretrained import load_imagenet_resnet
 
 MixerFactory = Callable[..., nn.Module]
 BlockFactory = Callable[..., nn.Module]
@@ -145,6 +146,13 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """A TSN ResNet whose blocks at ``stmixer_positions`` use ``stmixer`` instead of the spatial conv.
 
+    Maps clips (B, 3, T, H, W) to logits (B, num_classes); :meth:`forward_features` gives the last stage's
+    (B, num_features, T, H', W') map, H' = H / 2^(S + 1) for S stages (H / 32 for ResNet-50; one halving less without
+    ``stem_pool``), T never downsampled. Weights are freshly initialised (Kaiming fan-out convolutions, classifier
+    N(0, 0.001)); the constructor reads no file. For ImageNet initialisation build through
+    :func:`rsa_lightning.models.create_resnet` (``pretrained=<path>``) or apply
+    :func:`rsa_lightning.models.load_imagenet_weights` to the built network.
+
     Args:
         num_classes: classifier outputs.
         block_counts: bottleneck blocks per stage (ResNet-50: 3, 4, 6, 3).
@@ -164,9 +172,12 @@ class ResNet(nn.Module):
         block: block factory, :class:`Bottleneck` (ResNet-50/101) or :class:`BasicBlock` (ResNet-18/34, expansion 1).
         temporal_shift: factory ``(channels=) -> nn.Module`` applied on the residual branch of every block before
             its first conv, e.g. ``functools.partial(TemporalShift, fold_div=8)`` (TSM); None: no shift.
-        pretrained: path of a local torchvision-layout ImageNet ResNet state dict, loaded by
-            :func:`rsa_lightning.models.pretrained.load_imagenet_resnet` (blocks with a space-time mixer and the
-            classifier stay random). Nothing is ever downloaded.
+
+    Raises:
+        TypeError: an unknown keyword argument (e.g. a misspelt config key).
+        ValueError: ``block_counts`` and ``widths`` of different lengths, ``stmixer_positions`` without one list per
+            stage or with a block index outside its stage, ``drop_path_rate`` outside [0, 1), or a
+            :class:`BasicBlock` with ``expansion`` other than 1.
     """
 
     def __init__(
@@ -187,7 +198,6 @@ class ResNet(nn.Module):
         zero_init_residual: bool = True,
         block: BlockFactory = Bottleneck,
         temporal_shift: Optional[ShiftFactory] = None,
-        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(block_counts) != len(widths):
@@ -250,8 +260,6 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
         self._init_weights()
-        if pretrained is not None:
-            load_imagenet_resnet(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         """Every residual block, in order."""
@@ -281,6 +289,7 @@ class ResNet(nn.Module):
         return logits.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, num_classes) logits; ValueError for any other layout."""
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"ResNet expects clips of shape (B, 3, T, H, W), got {tuple(x.shape)}")
         return self.forward_head(self.forward_features(x))

@@ -1,64 +1,35 @@
-"""The training system: a video network plus loss, metrics, optimiser and schedule."""
+"""The training system: a video network plus loss, metrics, optimiser and schedule.
+
+Evaluation (validation, test, predict) runs the one path of :mod:`rsa_lightning.evaluation`: every step records
+per-view outputs (video id, view, label, logits, replaced flag); at the end of the epoch every process gathers the
+views of all processes, drops padding duplicates, fuses each video's views and computes the metrics of
+:mod:`rsa_lightning.evaluation.metrics`. The numbers logged during training, the checkpoint ``monitor``,
+``test_after_training`` and ``eval.py`` are therefore the same numbers, exact under DDP.
+"""
 
 from __future__ import annotations
 
-import csv
-import functools
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rsa_lightning.modules.lr_schedule import warmup_cosine_factor
+from rsa_lightning.evaluation import writers
+from rsa_lightning.evaluation.metrics import mean_class_accuracy, score_videos, top1_predictions, topk_accuracy
+from rsa_lightning.evaluation.views import FUSIONS, FusedScores, ViewCollector, batch_views, fuse_views, gather_views
 from rsa_lightning.modules.optim import global_batch_size, linear_scaled_lr, param_groups
 
 log = logging.getLogger(__name__)
 
-HEADLINE_METRICS = ("acc1", "acc5", "mean_class_acc")
 AUTO_SCALE_LR_KEYS = ("enabled", "base_batch_size")
-
-
-def accuracy_metrics(num_classes: int) -> MetricCollection:
-    """Top-1 / top-5 accuracy, micro-averaged over videos (torchmetrics' default ``average`` is macro), and the mean
-    class accuracy ``mean_class_acc`` (per-class top-1 recall averaged over classes, FineGym's headline metric).
-
-    torchmetrics averages ``mean_class_acc`` over the classes that occur among the labels or the predictions: a class
-    without videos in the split is left out unless something was predicted as it, in which case it counts as 0. On a
-    split that has every class (FineGym's val) it is exactly the mean of the per-class accuracies.
-    """
-    metrics = {
-        "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
-        "mean_class_acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="macro"),
-    }
-    if num_classes > 5:
-        metrics["acc5"] = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
-    # no compute groups: every metric keeps its own state, so one of them can be logged again as the headline
-    return MetricCollection(metrics, compute_groups=False)
-
-
-def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy (recall) of every class from a (true, predicted) confusion matrix; NaN for a class without
-    videos."""
-    support = confusion.sum(dim=1).double()
-    return torch.where(support > 0, confusion.diagonal().double() / support.clamp(min=1), math.nan)
-
-
-def write_confusion_csv(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:
-    """One row per true class, one column per predicted class (video counts), both labelled with the class names."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, confusion.tolist()):
-            writer.writerow([name, *row])
+SCHEDULER_INTERVALS = ("epoch", "step")
+EVAL_SPLITS = ("val", "test")
 
 
 class VideoClassifier(pl.LightningModule):
@@ -67,12 +38,13 @@ class VideoClassifier(pl.LightningModule):
     Args:
         net: the network, (B, 3, T, H, W) normalised clips -> (B, num_classes) logits.
         num_classes: number of classes (for the metrics).
-        optimizer: partial optimiser, called with the parameter groups of :func:`param_groups` (its
-            ``weight_decay`` applies to weights, never to normalisation parameters or biases).
-        label_smoothing: cross-entropy label smoothing.
-        warmup_epochs: linear warm-up length (epochs; fractional is fine with ``schedule_interval="step"``).
-        warmup_start_factor / min_lr_factor: lr multiplier at the start of warm-up and at the end of the cosine.
-        schedule_interval: ``"epoch"`` (the official runs) or ``"step"``.
+        optimizer: partial optimiser, called with the parameter groups of :func:`param_groups`; it must not set
+            ``weight_decay`` (``ValueError``): that is ``weight_decay`` here, applied per group.
+        weight_decay: L2 weight decay of weights; never applied to normalisation parameters or biases.
+        scheduler: partial lr scheduler ``(optimizer, *, total_steps, steps_per_epoch) -> LRScheduler``, e.g.
+            :func:`rsa_lightning.modules.lr_schedule.warmup_cosine`; None: a constant lr.
+        scheduler_interval: ``"epoch"`` (the official runs) or ``"step"``: when the scheduler steps.
+        label_smoothing: cross-entropy label smoothing (training and the logged ``val/loss``).
         compile: ``torch.compile`` the network (when the platform supports it).
         mixup: optional batch augmentation for training steps only, ``(video (B, C, T, H, W), labels (B,)) ->
             (video, soft targets (B, num_classes))`` (e.g. :class:`rsa_lightning.data.augment.MixupCutmix`); the
@@ -83,13 +55,19 @@ class VideoClassifier(pl.LightningModule):
             global batch / base_batch_size, the global batch being devices x nodes x per-device batch
             (``datamodule.batch_size``) x ``accumulate_grad_batches``. The global batch and the lr are logged at the
             start of fitting either way. A resumed run keeps the lr of its checkpoint.
-        headline_metric: the metric checkpointing and sweeps optimise (``acc1``, ``acc5`` or ``mean_class_acc``), also
-            logged as ``val/headline`` and ``test/headline``; the configs take it from ``data.headline_metric``.
+        fusion: how validation and test fuse the views of a video, ``"prob"`` or ``"logit"``
+            (:func:`rsa_lightning.evaluation.views.fuse_views`).
 
-    Metrics, per split (``train/``, ``val/``, ``test/``): ``loss``, ``acc1``, ``acc5`` (more than 5 classes) and
-    ``mean_class_acc`` (see :func:`accuracy_metrics`). At the end of every validation and test epoch the confusion
-    matrix is written (rank zero) to ``<trainer.default_root_dir>/confusion/<split>_epoch<NNN>.csv`` and ``.pt``,
-    and a one-line per-class accuracy summary is logged.
+    Metrics (keys ``split/name``): ``train/loss``, ``train/acc1``, ``train/acc5`` (more than 5 classes),
+    ``train/mean_class_acc`` over the training samples of the epoch; ``val/...`` and ``test/...``: ``loss`` (mean over
+    the views), ``acc1``, ``acc5``, ``mean_class_acc`` over the split's *videos*, each counted once whatever the
+    number of processes (definitions: :mod:`rsa_lightning.evaluation.metrics`). Every process logs the same value
+    (computed from the gathered views). At the end of every validation and test epoch (rank zero) the confusion
+    matrix is written to ``<trainer.default_root_dir>/confusion/<split>_epoch<NNN>.csv`` / ``.pt`` and a per-class
+    summary is logged; a test epoch also writes ``predictions_test.csv``, ``scores_test.pt`` and
+    ``metrics_test.json`` there, the files ``eval.py split=test`` writes.
+
+    ``predict_step`` returns the batch's per-view outputs (:class:`rsa_lightning.evaluation.ViewOutputs`, logits).
     """
 
     def __init__(
@@ -98,19 +76,27 @@ class VideoClassifier(pl.LightningModule):
         net: nn.Module,
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer],
+        weight_decay: float = 0.0,
+        scheduler: Optional[Callable[..., Any]] = None,
+        scheduler_interval: str = "epoch",
         label_smoothing: float = 0.1,
-        warmup_epochs: float = 5.0,
-        warmup_start_factor: float = 0.001,
-        min_lr_factor: float = 0.001,
-        schedule_interval: str = "epoch",
         compile: bool = False,
         mixup: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
         auto_scale_lr: Optional[dict[str, Any]] = None,
-        headline_metric: str = "acc1",
+        fusion: str = "prob",
     ) -> None:
         super().__init__()
-        if schedule_interval not in ("epoch", "step"):
-            raise ValueError(f"schedule_interval must be 'epoch' or 'step', got {schedule_interval!r}")
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"scheduler_interval must be one of {SCHEDULER_INTERVALS}, got {scheduler_interval!r}")
+        if "weight_decay" in getattr(optimizer, "keywords", {}):
+            raise ValueError(
+                "the optimizer partial sets weight_decay; set model.weight_decay instead (it is applied to weights "
+                "only, never to normalisation parameters or biases)"
+            )
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if auto_scale_lr is not None:
             unknown = set(auto_scale_lr) - set(AUTO_SCALE_LR_KEYS)
             if unknown or "base_batch_size" not in auto_scale_lr:
@@ -122,24 +108,18 @@ class VideoClassifier(pl.LightningModule):
                 raise ValueError(
                     f"auto_scale_lr.base_batch_size must be positive, got {auto_scale_lr['base_batch_size']}"
                 )
-        available = HEADLINE_METRICS if num_classes > 5 else tuple(m for m in HEADLINE_METRICS if m != "acc5")
-        if headline_metric not in available:
-            raise ValueError(
-                f"headline_metric must be one of {available} for {num_classes} classes, got {headline_metric!r}"
-            )
-        self.save_hyperparameters(ignore=["net", "optimizer", "mixup"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixup"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.mixup = mixup
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.top_k = (1, 5) if num_classes > 5 else (1,)
         self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
-        self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
-        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
-        self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
-        self.val_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.train_acc = nn.ModuleDict({f"acc{k}": MeanMetric() for k in self.top_k})
+        self.train_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.views = {split: ViewCollector() for split in (*EVAL_SPLITS, "predict")}
+        self.results: dict[str, FusedScores] = {}  # the last fused scores of each evaluated split
         self.class_names: list[str] = []
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -152,89 +132,140 @@ class VideoClassifier(pl.LightningModule):
         if datamodule is not None and getattr(datamodule, "class_names", None):
             self.class_names = list(datamodule.class_names)
 
-    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(batch["video"])
-        labels = batch["label"]
-        return self.criterion(logits, labels), logits, labels
+    # ---------------------------------------------------------------------------------------------------------------
+    # training
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        labels = batch["label"]
         if self.mixup is None:
-            loss, logits, labels = self._step(batch)
+            logits = self(batch["video"])
+            loss = self.criterion(logits, labels)
         else:
-            labels = batch["label"]
             video, targets = self.mixup(batch["video"], labels)  # targets (B, num_classes), rows sum to 1
             logits = self(video)
             loss = self.criterion(logits, targets)
+        logits = logits.detach()
         self.train_loss(loss)
-        self.train_metrics.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        for k in self.top_k:
+            metric = self.train_acc[f"acc{k}"]
+            metric.update(topk_accuracy(logits.float(), labels, k), weight=len(labels))
+            self.log(f"train/acc{k}", metric, on_step=False, on_epoch=True)
+        self.train_confusion.update(top1_predictions(logits), labels)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        confusion = self.train_confusion.compute()  # summed over processes
+        self.train_confusion.reset()
+        self._log_same_on_all_ranks("train/mean_class_acc", mean_class_accuracy(confusion.cpu()))
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # evaluation: per-view outputs -> gather -> de-duplicate -> fuse -> metrics
+
+    def _record_views(self, split: str, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["video"])  # (B, K)
+        self.views[split].add(batch_views(batch, logits, fallback_id=f"rank{self.global_rank}/batch{batch_idx}"))
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.val_loss(loss)
-        self.val_metrics.update(logits, labels)
-        self.val_confusion.update(logits, labels)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/headline", self.val_metrics[self.hparams.headline_metric], on_step=False, on_epoch=True)
+        self._record_views("val", batch, batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.test_loss(loss)
-        self.test_metrics.update(logits, labels)
-        self.test_confusion.update(logits, labels)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
-        self.log("test/headline", self.test_metrics[self.hparams.headline_metric], on_step=False, on_epoch=True)
+        self._record_views("test", batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Any:
+        """The batch's per-view outputs (:class:`~rsa_lightning.evaluation.ViewOutputs` with logits, on the CPU)."""
+        return batch_views(batch, self(batch["video"]), fallback_id=f"rank{self.global_rank}/batch{batch_idx}")
+
+    def on_validation_epoch_start(self) -> None:
+        self.views["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.views["test"].reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._report_confusion("val", self.val_confusion)
+        self._finish_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._report_confusion("test", self.test_confusion)
+        self._finish_evaluation("test")
 
-    def _report_confusion(self, split: str, metric: MulticlassConfusionMatrix) -> None:
-        """Compute (all ranks: it syncs under DDP), reset, and on rank zero save the matrix and log a summary."""
-        if not metric.update_called:
+    def _split_layout(self, split: str) -> tuple[Optional[int], Optional[list[str]]]:
+        """``(views per video, the split's video ids)`` when this epoch ran over the whole split, else (None, None).
+
+        A partial pass (the sanity check, ``limit_val_batches``, ``fast_dev_run``) fuses whatever views arrived.
+        """
+        trainer = self.trainer
+        if trainer.sanity_checking:
+            return None, None
+        loaders = trainer.val_dataloaders if split == "val" else trainer.test_dataloaders
+        counts = trainer.num_val_batches if split == "val" else trainer.num_test_batches
+        if isinstance(loaders, (list, tuple)):
+            if len(loaders) != 1:
+                return None, None
+            loaders = loaders[0]
+        try:
+            complete = len(counts) == 1 and counts[0] == len(loaders)
+        except TypeError:  # an iterable loader without a length
+            return None, None
+        dataset = getattr(loaders, "dataset", None)
+        records, num_views = getattr(dataset, "records", None), getattr(dataset, "num_views", None)
+        if not complete or records is None or num_views is None:
+            return None, None
+        return int(num_views), [r.video_id for r in records]
+
+    def _finish_evaluation(self, split: str) -> None:
+        """Gather (all ranks: a collective), fuse and score the epoch's views; log the metrics; rank zero writes."""
+        outputs = gather_views(self.views[split].local())
+        self.views[split].reset()
+        if not len(outputs):
             return
-        confusion = metric.compute().cpu()  # (num_classes true, num_classes predicted) video counts
-        metric.reset()
+        num_views, order = self._split_layout(split)
+        fused = fuse_views(outputs, num_views=num_views, fusion=self.hparams.fusion, order=order)
+        self.results[split] = fused
+        metrics, confusion = score_videos(fused.scores, fused.labels)
+        if confusion is None:
+            log.info("%s split: no labels, nothing to score (%d videos)", split, len(fused.video_ids))
+            return
+        views = fused.views
+        loss = self.criterion(views.logits.to(self.device), views.labels.to(self.device)).item()
+        self._log_same_on_all_ranks(f"{split}/loss", loss, prog_bar=split == "val")
+        for name in ("acc1", "acc5", "mean_class_acc"):
+            if name in metrics:
+                self._log_same_on_all_ranks(f"{split}/{name}", metrics[name], prog_bar=split == "val")
+        if fused.duplicates and self.trainer.is_global_zero:
+            log.debug("%s: dropped %d duplicate views (padding of a distributed sampler)", split, fused.duplicates)
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
-        num_classes = confusion.shape[0]
-        names = self.class_names if len(self.class_names) == num_classes else [str(i) for i in range(num_classes)]
-        path = Path(self.trainer.default_root_dir) / "confusion" / f"{split}_epoch{self.current_epoch:03d}.csv"
-        write_confusion_csv(path, confusion, names)
-        torch.save({"confusion": confusion, "class_names": list(names)}, path.with_suffix(".pt"))
-        accuracy = per_class_accuracy(confusion)
-        ranked = sorted(
-            (float(a), name) for a, name in zip(accuracy, names) if not math.isnan(a)
-        )  # classes with videos
-        if not ranked:
-            return
-        log.info(
-            "%s epoch %d: per-class top-1 accuracy over %d/%d classes with videos: mean %.2f%%, lowest %s, "
-            "highest %s %.1f%%; confusion matrix %s",
-            split,
-            self.current_epoch,
-            len(ranked),
-            num_classes,
-            100 * sum(a for a, _ in ranked) / len(ranked),
-            ", ".join(f"{name} {100 * a:.1f}%" for a, name in ranked[:5]),
-            ranked[-1][1],
-            100 * ranked[-1][0],
-            path,
-        )
+        root = Path(self.trainer.default_root_dir)
+        path = root / "confusion" / f"{split}_epoch{self.current_epoch:03d}.csv"
+        writers.write_confusion(path, confusion, self.class_names)
+        writers.log_per_class_summary(f"{split} epoch {self.current_epoch}", confusion, self.class_names, path)
+        if split == "test":
+            extra = {"fusion": self.hparams.fusion, "views_per_video": num_views, "skipped_videos": fused.skipped}
+            self.write_results(root, "test", fused, {**metrics, **extra})
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        logits = self(batch["video"])
-        out = {"video_id": batch["video_id"], "label": batch["label"], "probs": logits.softmax(dim=-1)}
-        for key in ("view", "replaced"):
-            if key in batch:
-                out[key] = batch[key]
-        return out
+    def write_results(self, output_dir: Union[str, Path], split: str, fused: FusedScores, metrics: dict) -> None:
+        """``predictions_<split>.csv``, ``scores_<split>.pt`` and ``metrics_<split>.json`` in ``output_dir``."""
+        output_dir = Path(output_dir)
+        writers.write_predictions(
+            output_dir / f"predictions_{split}.csv", fused.video_ids, fused.labels, fused.scores, self.class_names
+        )
+        writers.write_scores(
+            output_dir / f"scores_{split}.pt",
+            video_ids=fused.video_ids,
+            labels=fused.labels,
+            scores=fused.scores,
+            class_names=list(self.class_names),
+            split=split,
+        )
+        writers.write_metrics(output_dir / f"metrics_{split}.json", {"split": split, **metrics})
+
+    def _log_same_on_all_ranks(self, name: str, value: float, prog_bar: bool = False) -> None:
+        # Every process holds the same value (computed from all processes' outputs); "max" syncs it unchanged (a
+        # mean of equal floats may round) and keeps Lightning from warning about an unsynced epoch-level value.
+        self.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max", prog_bar=prog_bar)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # optimiser and schedule
 
     def _scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
         """Apply ``auto_scale_lr`` to every parameter group; log the global batch and the lr (rank zero)."""
@@ -271,31 +302,45 @@ class VideoClassifier(pl.LightningModule):
                 f"scaled linearly from a global batch of {config['base_batch_size']}" if enabled else "not scaled",
             )
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(params=param_groups(self.net, weight_decay))
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=param_groups(self.net, self.hparams.weight_decay))
         self._scale_lr(optimizer)  # before the scheduler records the base lr
-        interval = self.hparams.schedule_interval
+        if self.scheduler_factory is None:
+            return optimizer
+        interval = self.hparams.scheduler_interval
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
         if interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
-            warmup = round(self.hparams.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
+            steps_per_epoch = total / epochs
         else:
-            total = int(self.trainer.max_epochs or 1)
-            warmup = round(self.hparams.warmup_epochs)
-        factor = functools.partial(
-            warmup_cosine_factor,
-            total_steps=total,
-            warmup_steps=min(warmup, total),
-            start_factor=self.hparams.warmup_start_factor,
-            end_factor=self.hparams.min_lr_factor,
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": interval},
-        }
+            total, steps_per_epoch = epochs, 1.0
+        scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["class_names"] = list(self.class_names)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.class_names = list(checkpoint.get("class_names", []))
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Union[str, Path], map_location: Any = None, strict: bool = True, **kwargs: Any
+    ) -> VideoClassifier:
+        """The trained model of a ``train.py`` checkpoint, rebuilt from the run config stored in it, in eval mode.
+
+        (Lightning's generic version cannot: the network is not a hyperparameter but a config-built module.)
+        ``map_location``: a device to move the model to. Raises what
+        :func:`rsa_lightning.evaluation.checkpoints.load_checkpoint` raises.
+        """
+        from rsa_lightning.evaluation.checkpoints import model_from_checkpoint
+
+        if kwargs:
+            raise TypeError(f"load_from_checkpoint takes no hyperparameter overrides here, got {sorted(kwargs)}")
+        model = model_from_checkpoint(checkpoint_path, strict=strict)
+        if not isinstance(model, cls):
+            raise TypeError(f"{checkpoint_path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model

@@ -10,10 +10,10 @@ annotations have. Each
 distinct file is checked in a process pool: it must open, have frames, and decode its first, middle and last frame
 through the backend (which also counts the frames of a damaged file that the container overstates). For video
 files, open GOPs are detected from the packets and, with ``seek_check_samples > 0``, confirmed per pixel
-(:func:`rsa_lightning.data.decoding.check_seek_accuracy`).
+(:func:`rsa_lightning.data.probing.check_seek_accuracy`).
 
 Outputs: ``exclusions_file`` (``<split>\\t<video_id>\\t<path>\\t<reason>`` per failing video, see
-:func:`rsa_lightning.data.dataset.write_exclusions`; written even when empty) and ``open_gop_file`` (one path a line;
+:func:`rsa_lightning.data.exclusions.write_exclusions`; written even when empty) and ``open_gop_file`` (one path a line;
 ``DecordBackend(open_gop_files=...)`` decodes these sequentially; or re-encode them with
 ``rsa_lightning.tools.reencode_videos``).
 """
@@ -34,15 +34,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.dataset import Exclusion, write_exclusions
-from rsa_lightning.data.decoding import (
-    DecordBackend,
-    FrameFolderBackend,
-    VideoDecodeError,
-    check_seek_accuracy,
-    describe,
-    detect_open_gop,
-)
+from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend
+from rsa_lightning.data.exclusions import Exclusion, write_exclusions
+from rsa_lightning.data.probing import check_seek_accuracy, detect_open_gop
+from rsa_lightning.data.video_io import VideoDecodeError, describe
 
 SPLITS = ("train", "val", "test")
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))

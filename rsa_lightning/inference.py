@@ -1,0 +1,168 @@
+"""A trained model outside Lightning: ``load_model(ckpt_path)`` and ``predict_videos(model, paths)``.
+
+::
+
+    import rsa_lightning
+    model = rsa_lightning.load_model("logs/train/runs/<time>/checkpoints/last.ckpt")
+    top = rsa_lightning.predict_videos(model, ["clip.mp4"])  # per video: [(class name, probability), ...] best first
+    logits = model.net(clip)  # or feed your own clips: (B, 3, model.num_frames, crop, crop), normalised by mean/std
+
+A clip is read exactly as ``eval.py`` reads it: the run's decoding backend, evaluation sampler (``num_frames``
+frames) and evaluation transform, uint8 -> float ``(x / 255 - mean) / std``; views are fused by
+:func:`rsa_lightning.evaluation.views.fuse_views`. So a video gets the scores ``eval.py`` gives it in a dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+
+from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
+from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.transforms import normalize
+from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, run_config
+from rsa_lightning.evaluation.views import FusedScores, ViewOutputs, batch_views, fuse_views
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv")
+
+
+@dataclass
+class LoadedModel:
+    """A trained network in eval mode and what is needed to feed it.
+
+    Attributes:
+        net: ``nn.Module``, (B, 3, T, H, W) float clips normalised by ``mean``/``std`` -> (B, K) logits.
+        class_names: the K class names, in class-id order.
+        num_frames: frames per clip ``T`` the run was trained with.
+        crop_size: side of the square frames the network sees (pixels).
+        mean / std: RGB normalisation in [0, 1] units (``x / 255 - mean) / std``).
+        backend / sampler / eval_transform: the run's decoder, evaluation frame sampler and evaluation transform.
+        config: the run's resolved config (``omegaconf.DictConfig``).
+        module: the whole LightningModule (``VideoClassifier``) the network belongs to.
+    """
+
+    net: nn.Module
+    class_names: list[str]
+    num_frames: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    backend: Any
+    sampler: Any
+    eval_transform: Any
+    config: DictConfig
+    module: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+def load_model(
+    ckpt_path: Union[str, Path], *, num_frames: Optional[int] = None, device: Union[str, torch.device] = "cpu"
+) -> LoadedModel:
+    """Load a ``train.py`` checkpoint: the network (eval mode, on ``device``) and its input pipeline.
+
+    ``num_frames``: read clips of another length than the run's (the networks are TSN-style, any T works).
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, unreadable or not written by
+    ``train.py`` (:func:`rsa_lightning.evaluation.checkpoints.load_checkpoint`).
+    """
+    checkpoint = load_checkpoint(ckpt_path)
+    cfg = run_config(checkpoint)
+    module = model_from_config(cfg.model, checkpoint).to(device)
+    data = cfg.data
+    frames = int(num_frames if num_frames is not None else data.num_frames)
+    class_names = list(checkpoint.get("class_names") or [])
+    if not class_names:
+        class_names = [str(i) for i in range(int(data.num_classes))]
+    return LoadedModel(
+        net=module.net,
+        class_names=class_names,
+        num_frames=frames,
+        crop_size=int(data.crop_size),
+        mean=tuple(float(v) for v in data.mean),
+        std=tuple(float(v) for v in data.std),
+        backend=hydra.utils.instantiate(data.backend),
+        sampler=hydra.utils.instantiate(data.sampler)(num_frames=frames, training=False),
+        eval_transform=hydra.utils.instantiate(data.eval_transform),
+        config=cfg,
+        module=module,
+    )
+
+
+def video_files(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Path]:
+    """The video files named by ``paths``: files as given, folders searched recursively for video suffixes
+    (:data:`VIDEO_SUFFIXES`), sorted. Raises ``FileNotFoundError`` for a path that does not exist and
+    ``ValueError`` when no video is found."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"video={item} does not exist")
+    if not files:
+        raise ValueError(f"no video file ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, items))}")
+    return files
+
+
+def predict_scores(
+    model: LoadedModel,
+    paths: Union[str, Path, Sequence[Union[str, Path]]],
+    *,
+    num_clips: int = 1,
+    num_crops: int = 1,
+    fusion: str = "prob",
+    batch_size: int = 8,
+) -> FusedScores:
+    """Fused class probabilities (V, K) of the videos named by ``paths`` (files or folders), ``num_clips`` x
+    ``num_crops`` views each, in the order of :func:`video_files`; video ids are the file paths. A video that fails
+    to decode is listed in ``skipped`` (``FusedScores``) instead of being scored."""
+    files = video_files(paths)
+    records = [VideoRecord(path=p.resolve(), label=UNLABELLED, video_id=str(p)) for p in files]
+    dataset = VideoDataset(
+        records=records,
+        backend=model.backend,
+        sampler=model.sampler,
+        transform=model.eval_transform,
+        training=False,
+        num_clips=num_clips,
+        num_crops=num_crops,
+        max_decode_retries=0 if len(records) == 1 else min(10, len(records) - 1),
+    )
+    mean = torch.tensor(model.mean, device=model.device)
+    std = torch.tensor(model.std, device=model.device)
+    parts = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            video = normalize(batch["video"].to(model.device), mean, std)
+            parts.append(batch_views(batch, model.net(video)))
+    return fuse_views(
+        ViewOutputs.cat(parts),
+        num_views=num_clips * num_crops,
+        fusion=fusion,
+        order=[r.video_id for r in records],
+    )
+
+
+def predict_videos(
+    model: LoadedModel, paths: Union[str, Path, Sequence[Union[str, Path]]], *, top_k: int = 5, **kwargs: Any
+) -> dict[str, list[tuple[str, float]]]:
+    """``{video path: [(class name, probability), ...]}``, the ``top_k`` classes best first (``kwargs``: views and
+    fusion of :func:`predict_scores`)."""
+    fused = predict_scores(model, paths, **kwargs)
+    values, ids = fused.scores.topk(min(top_k, fused.scores.shape[1]), dim=1)
+    return {
+        vid: [(model.class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
+        for vid, row_ids, row_values in zip(fused.video_ids, ids, values)
+    }

@@ -1,0 +1,66 @@
+"""Top-k classes of any video file with a trained model (the single-video demo of mmaction2 / PySlowFast)::
+
+    python -m rsa_lightning.tools.predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt video=clip.mp4
+    python -m rsa_lightning.tools.predict ckpt_path=... video=/data/clips num_clips=2 num_crops=3 output=preds.csv
+
+Options in ``conf/predict.yaml``. A video is read and scored exactly as ``eval.py`` scores it inside a dataset
+(:func:`rsa_lightning.predict_scores`). Prints one block per video; a video that cannot be decoded is reported and
+the others are still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from rsa_lightning.evaluation import writers
+from rsa_lightning.inference import load_model, predict_scores
+
+log = logging.getLogger(__name__)
+
+
+def format_predictions(video_id: str, names: list[str], scores: list[float]) -> str:
+    """``video_id`` then one line per class: rank, probability in percent, class name."""
+    lines = [video_id] + [f"  {r}. {100 * s:6.2f}%  {n}" for r, (n, s) in enumerate(zip(names, scores), start=1)]
+    return "\n".join(lines)
+
+
+def predict(cfg: DictConfig) -> dict[str, list[tuple[str, float]]]:
+    """Run ``conf/predict.yaml``'s job: ``{video id: [(class name, probability), ...]}`` best first."""
+    videos = list(cfg.video) if isinstance(cfg.video, ListConfig) else str(cfg.video)
+    model = load_model(cfg.ckpt_path, num_frames=cfg.get("num_frames"), device=cfg.get("device", "cpu"))
+    fused = predict_scores(
+        model,
+        videos,
+        num_clips=int(cfg.num_clips),
+        num_crops=int(cfg.num_crops),
+        fusion=cfg.fusion,
+        batch_size=int(cfg.batch_size),
+    )
+    k = min(int(cfg.top_k), fused.scores.shape[1])
+    values, ids = fused.scores.topk(k, dim=1)
+    results = {
+        vid: [(model.class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
+        for vid, row_ids, row_values in zip(fused.video_ids, ids, values)
+    }
+    for vid, top in results.items():
+        print(format_predictions(vid, [n for n, _ in top], [s for _, s in top]))  # the tool's output
+    for vid in fused.skipped:
+        print(f"{vid}\n  could not be decoded (see the warning above): not scored")
+    if cfg.get("output"):
+        path = Path(cfg.output)
+        writers.write_predictions(path, fused.video_ids, fused.labels, fused.scores, model.class_names, k)
+        log.info("predictions written to %s", path)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
