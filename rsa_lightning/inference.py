@@ -83,6 +83,9 @@ def load_model(
     class_names = list(checkpoint.get("class_names") or [])
     if not class_names:
         class_names = [str(i) for i in range(int(data.num_classes))]
+    backend_cfg = data.backend.copy()
+    if "open_gop_files" in backend_cfg:  # the dataset's scan list; single videos are probed by the backend itself
+        backend_cfg.open_gop_files = None
     return LoadedModel(
         net=module.net,
         class_names=class_names,
@@ -90,7 +93,7 @@ def load_model(
         crop_size=int(data.crop_size),
         mean=tuple(float(v) for v in data.mean),
         std=tuple(float(v) for v in data.std),
-        backend=hydra.utils.instantiate(data.backend),
+        backend=hydra.utils.instantiate(backend_cfg),
         sampler=hydra.utils.instantiate(data.sampler)(num_frames=frames, training=False),
         eval_transform=hydra.utils.instantiate(data.eval_transform),
         config=cfg,
@@ -112,7 +115,8 @@ def video_files(paths: Union[str, Path, Sequence[Union[str, Path]]]) -> list[Pat
         else:
             raise FileNotFoundError(f"video={item} does not exist")
     if not files:
-        raise ValueError(f"no video file ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, items))}")
+        where = ", ".join(map(str, items)) or "an empty list"
+        raise ValueError(f"no video file ({', '.join(VIDEO_SUFFIXES)}) in {where}")
     return files
 
 

@@ -26,9 +26,11 @@ class EpochSummary(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # runs after the epoch's validation, so both train and val metrics of this epoch are in callback_metrics
+        # read on every rank: reading computes (and so syncs) the epoch's metrics, a collective that every process
+        # must enter in the same order
+        metrics = trainer.callback_metrics
         if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
         parts = [f"{k} {float(metrics[k]):.4f}" for k in self.keys if isinstance(metrics.get(k), torch.Tensor)]
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         log.info(
