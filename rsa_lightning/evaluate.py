@@ -59,7 +59,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
 from rsa_lightning.evaluation import writers
-from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config
+from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, run_config
 from rsa_lightning.evaluation.metrics import score_videos
 from rsa_lightning.evaluation.views import (
     FUSIONS,
@@ -190,7 +190,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     used_frames: list[int] = []
     for i, (path, num_frames) in enumerate(zip(paths, frames)):
         checkpoint = load_checkpoint(path)
-        run_cfg = merge_run_config(checkpoint["config"], cfg, overrides)
+        run_cfg = merge_run_config(run_config(checkpoint), cfg, overrides)
         run_cfg.data.predict_split = cfg.split
         run_cfg.data.num_clips, run_cfg.data.num_crops = num_clips, num_crops
         if num_frames is not None:

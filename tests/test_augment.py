@@ -206,7 +206,7 @@ def test_training_step_with_mixup_uses_soft_targets_and_hard_label_metrics():
     assert loss.item() != pytest.approx(unmixed.item(), rel=1e-3)
     # metrics see the hard labels
     acc = float((logits.argmax(-1) == labels).float().mean())
-    assert float(model.train_metrics["acc1"].compute()) == pytest.approx(acc)
+    assert float(model.train_acc["acc1"].compute()) == pytest.approx(acc)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_config, tiny_synthetic_overrides
 
-from rsa_lightning.train import SameRunDirOnAllRanks
+from rsa_lightning.callbacks import SameRunDirOnAllRanks
 from rsa_lightning.utils.config import (
     RANK_ENV,
     RUN_NAME_ENV,

@@ -302,3 +302,27 @@ def test_a_checkpoint_without_config_or_damaged_names_the_file(tmp_path):
     truncated.write_bytes(b"PK\x03\x04 not a whole zip")
     with pytest.raises(ValueError, match="truncated.ckpt could not be read"):
         rsa_lightning.load_model(truncated)
+
+
+def test_a_checkpoint_of_the_earlier_config_layout_still_evaluates(run, tmp_path):
+    """Checkpoints written before the schedule became a partial, the sampler received num_frames from the DataModule
+    and the dataset named a checkpoint monitor: their stored config is upgraded when loaded."""
+    checkpoint = run["dir"] / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=False)
+    model, data = state["config"]["model"], state["config"]["data"]
+    scheduler = model.pop("scheduler")
+    model.update(
+        warmup_epochs=scheduler["warmup_epochs"],
+        warmup_start_factor=scheduler["start_factor"],
+        min_lr_factor=scheduler["end_factor"],
+        schedule_interval=model.pop("scheduler_interval"),
+        headline_metric="acc1",
+    )
+    model["optimizer"]["weight_decay"] = model.pop("weight_decay")
+    model["net"]["_target_"] = "rsa_lightning.models.ResNet"
+    data["headline_metric"] = data.pop("monitor").split("/")[1]
+    data["sampler"]["num_segments"] = data["num_frames"]
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    assert run_eval(old, tmp_path / "old")["acc1"] == run_eval(checkpoint, tmp_path / "new")["acc1"]
+    assert isinstance(VideoClassifier.load_from_checkpoint(old), VideoClassifier)

@@ -15,7 +15,6 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
-
 from torchmetrics.classification import MulticlassAccuracy
 
 from rsa_lightning.evaluation.metrics import (

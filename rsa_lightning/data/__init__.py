@@ -12,11 +12,18 @@ from rsa_lightning.data.annotations import (
 )
 from rsa_lightning.data.datamodule import VideoDataModule
 from rsa_lightning.data.dataset import VideoDataset
-from rsa_lightning.data.sampling import DenseSampler, SegmentSampler, segment_centre_indices, segment_random_indices
+from rsa_lightning.data.sampling import (
+    DenseSampler,
+    FrameSampler,
+    SegmentSampler,
+    segment_centre_indices,
+    segment_random_indices,
+)
 
 __all__ = [
     "UNLABELLED",
     "DenseSampler",
+    "FrameSampler",
     "Diving48Annotations",
     "GymAnnotations",
     "KineticsAnnotations",

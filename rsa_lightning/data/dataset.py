@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import VideoBackend
+from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.video_io import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class VideoDataset(Dataset):
         *,
         records: Sequence[VideoRecord],
         backend: VideoBackend,
-        sampler: Callable[..., np.ndarray],
+        sampler: FrameSampler,
         transform: Optional[Callable] = None,
         training: bool,
         num_clips: int = 1,

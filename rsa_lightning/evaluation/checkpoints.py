@@ -51,9 +51,46 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     return checkpoint
 
 
+def upgrade_run_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config saved by an earlier rsa_lightning, in today's keys (same meaning; a copy, ``config`` unchanged).
+
+    - ``model``: ``warmup_epochs`` / ``warmup_start_factor`` / ``min_lr_factor`` / ``schedule_interval`` become the
+      ``scheduler`` partial (:func:`rsa_lightning.modules.lr_schedule.warmup_cosine`) and ``scheduler_interval``;
+      ``optimizer.weight_decay`` becomes ``weight_decay``; ``headline_metric`` is dropped (now ``data.monitor``);
+      ``net._target_: rsa_lightning.models.ResNet`` with a ``pretrained`` key becomes ``create_resnet``.
+    - ``data``: ``headline_metric: x`` becomes ``monitor: val/x``; the sampler's ``num_segments`` / ``num_frames``
+      (now passed by the DataModule from ``data.num_frames``) are dropped.
+    """
+    config = OmegaConf.to_container(OmegaConf.create(config))
+    model, data = config.get("model") or {}, config.get("data") or {}
+    if "warmup_epochs" in model or "schedule_interval" in model:
+        model["scheduler"] = {
+            "_target_": "rsa_lightning.modules.lr_schedule.warmup_cosine",
+            "_partial_": True,
+            "warmup_epochs": model.pop("warmup_epochs", 5.0),
+            "start_factor": model.pop("warmup_start_factor", 0.001),
+            "end_factor": model.pop("min_lr_factor", 0.001),
+        }
+        model["scheduler_interval"] = model.pop("schedule_interval", "epoch")
+    optimizer = model.get("optimizer")
+    if isinstance(optimizer, dict) and "weight_decay" in optimizer:
+        model["weight_decay"] = optimizer.pop("weight_decay")
+    model.pop("headline_metric", None)
+    net = model.get("net")
+    if isinstance(net, dict) and net.get("_target_") == "rsa_lightning.models.ResNet" and "pretrained" in net:
+        net["_target_"] = "rsa_lightning.models.create_resnet"
+    if "headline_metric" in data:
+        data["monitor"] = f"val/{data.pop('headline_metric')}"
+    sampler = data.get("sampler")
+    if isinstance(sampler, dict):
+        for key in ("num_segments", "num_frames"):
+            sampler.pop(key, None)
+    return config
+
+
 def run_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The training run's resolved config stored in ``checkpoint``."""
-    return OmegaConf.create(checkpoint["config"])
+    """The training run's resolved config stored in ``checkpoint`` (upgraded: :func:`upgrade_run_config`)."""
+    return OmegaConf.create(upgrade_run_config(checkpoint["config"]))
 
 
 def model_from_config(model_cfg: DictConfig, checkpoint: dict[str, Any], *, strict: bool = True) -> Any:
