@@ -45,6 +45,14 @@ def top1_predictions(scores: torch.Tensor) -> torch.Tensor:
     return scores.topk(1, dim=1).indices[:, 0]
 
 
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(V,) bool: whether each video's label is among its ``k`` highest scores (``torch.topk`` ranking).
+
+    Stays on the scores' device and never synchronises with it (used in every training step).
+    """
+    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+
+
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Fraction of the V videos whose label is among their ``k`` highest scores (micro average); NaN for V = 0.
 
@@ -55,8 +63,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
         raise ValueError(f"top-{k} accuracy needs 1 <= k <= {scores.shape[1]} classes")
     if not len(labels):
         return math.nan
-    ids = scores.topk(k, dim=1).indices  # (V, k)
-    return (ids == labels[:, None]).any(dim=1).double().mean().item()
+    return topk_correct(scores, labels, k).double().mean().item()
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rsa_lightning.evaluation import writers
-from rsa_lightning.evaluation.metrics import mean_class_accuracy, score_videos, top1_predictions, topk_accuracy
+from rsa_lightning.evaluation.metrics import mean_class_accuracy, score_videos, top1_predictions, topk_correct
 from rsa_lightning.evaluation.views import FUSIONS, FusedScores, ViewCollector, batch_views, fuse_views, gather_views
 from rsa_lightning.modules.optim import global_batch_size, linear_scaled_lr, param_groups
 
@@ -68,6 +68,8 @@ class VideoClassifier(pl.LightningModule):
     ``metrics_test.json`` there, the files ``eval.py split=test`` writes.
 
     ``predict_step`` returns the batch's per-view outputs (:class:`rsa_lightning.evaluation.ViewOutputs`, logits).
+    ``results[split]`` holds the fused scores (:class:`rsa_lightning.evaluation.FusedScores`) of the last validation
+    or test epoch, e.g. for a notebook after ``trainer.test``.
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class VideoClassifier(pl.LightningModule):
         self.top_k = (1, 5) if num_classes > 5 else (1,)
         self.train_loss = MeanMetric()
         self.train_acc = nn.ModuleDict({f"acc{k}": MeanMetric() for k in self.top_k})
-        self.train_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.train_confusion = MulticlassConfusionMatrix(num_classes=num_classes, validate_args=False)
         self.views = {split: ViewCollector() for split in (*EVAL_SPLITS, "predict")}
         self.results: dict[str, FusedScores] = {}  # the last fused scores of each evaluated split
         self.class_names: list[str] = []
@@ -149,7 +151,7 @@ class VideoClassifier(pl.LightningModule):
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         for k in self.top_k:
             metric = self.train_acc[f"acc{k}"]
-            metric.update(topk_accuracy(logits.float(), labels, k), weight=len(labels))
+            metric.update(topk_correct(logits, labels, k).float())  # mean over the epoch's samples: micro
             self.log(f"train/acc{k}", metric, on_step=False, on_epoch=True)
         self.train_confusion.update(top1_predictions(logits), labels)
         return loss
