@@ -30,9 +30,9 @@ def main(cfg: DictConfig) -> float | None:
     if "val/acc1" in metrics:
         log.info("final validation top-1: %.2f%%", 100 * metrics["val/acc1"])
     monitor = cfg.data.get("monitor")
-    if monitor in metrics:
-        best = metrics.get(f"best/{monitor}", metrics[monitor])
-        log.info("checkpoint monitor %s: final %.2f%%, best epoch %.2f%%", monitor, 100 * metrics[monitor], 100 * best)
+    if f"best/{monitor}" in metrics:  # a checkpoint callback monitored it
+        final, best = 100 * metrics[monitor], 100 * metrics[f"best/{monitor}"]
+        log.info("checkpoint monitor %s: final %.2f%%, best epoch %.2f%%", monitor, final, best)
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     optimized = cfg.get("optimized_metric")

@@ -4,10 +4,12 @@ The views, fusion, metrics and files are those of :mod:`rsa_lightning.evaluation
 and ``test_after_training`` use, so ``eval.py`` reports the numbers training logged for the same weights and views.
 
 Views (test protocols)
-    ``protocol=efficient`` (1 clip x centre crop: the official protocol, the default) or ``protocol=accurate``
-    (2 clips x 3 crops) sets ``data.num_clips`` x ``data.num_crops`` from ``protocols`` in ``conf/eval.yaml``. A
-    ``data.num_clips`` or ``data.num_crops`` named on the command line wins over the protocol; the metrics then name
-    the protocol whose views match, or ``custom``.
+    By default (``protocol=null``) a split is evaluated with the views the run evaluated it with: the test split with
+    the run's ``data.num_clips`` x ``data.num_crops``, the validation split with one view (or those views when the run
+    set ``data.multi_view_val``), so ``eval.py`` reproduces what training logged. ``protocol=efficient`` (1 clip x
+    centre crop: the official protocol) or ``protocol=accurate`` (2 clips x 3 crops) sets the views from ``protocols``
+    in ``conf/eval.yaml``. A ``data.num_clips`` or ``data.num_crops`` named on the command line wins over both; the
+    metrics name the protocol whose views match, or ``custom``.
 
 Fusion
     ``fusion=prob`` (default): a video's scores are the mean of its views' softmax probabilities; ``fusion=logit``:
@@ -76,6 +78,7 @@ from rsa_lightning.utils.distributed import is_distributed
 log = logging.getLogger(__name__)
 
 VIEW_KEYS = ("num_clips", "num_crops")
+SPLITS = ("train", "val", "test")
 
 
 def checkpoint_paths(ckpt_path: Any) -> list[str]:
@@ -89,23 +92,34 @@ def checkpoint_paths(ckpt_path: Any) -> list[str]:
     return paths
 
 
-def resolve_views(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[int, int, str]:
+def run_views(run_cfg: DictConfig, split: str) -> tuple[int, int]:
+    """``(num_clips, num_crops)`` the run evaluated ``split`` with: its test views for "test" (and for "val" with
+    ``data.multi_view_val``), else one view (``VideoDataModule.build_dataset``)."""
+    data = run_cfg.data
+    if split == "test" or (split == "val" and data.get("multi_view_val", False)):
+        return int(data.get("num_clips", 1)), int(data.get("num_crops", 1))
+    return 1, 1
+
+
+def resolve_views(
+    cfg: DictConfig, overrides: Sequence[str] = (), default: tuple[int, int] = (1, 1)
+) -> tuple[int, int, str]:
     """``(num_clips, num_crops, protocol name)`` of the evaluation.
 
-    ``cfg.protocol`` names an entry of ``cfg.protocols`` (``{num_clips, num_crops}``); ``data.num_clips`` or
-    ``data.num_crops`` named in ``overrides`` replace the protocol's value. The name returned is that of the protocol
-    whose views match (``cfg.protocol`` first), else ``"custom"``.
+    ``cfg.protocol`` names an entry of ``cfg.protocols`` (``{num_clips, num_crops}``), or is None for ``default`` (the
+    run's own views, :func:`run_views`); ``data.num_clips`` or ``data.num_crops`` named in ``overrides`` replace
+    them. The name returned is that of the protocol whose views match (``cfg.protocol`` first), else ``"custom"``.
     """
     protocols = cfg.get("protocols") or {}
     name = cfg.get("protocol")
-    if name not in protocols:
+    if name is not None and name not in protocols:
         raise ValueError(f"protocol={name} is not one of {list(protocols)} (the protocols of conf/eval.yaml)")
-    views = {key: int(protocols[name][key]) for key in VIEW_KEYS}
+    views = dict(zip(VIEW_KEYS, default)) if name is None else {key: int(protocols[name][key]) for key in VIEW_KEYS}
     for key in overridden_keys(overrides):
         if key in ("data.num_clips", "data.num_crops"):
             views[key.split(".")[1]] = int(OmegaConf.select(cfg, key))
     clips, crops = views["num_clips"], views["num_crops"]
-    candidates = [name] + [n for n in protocols if n != name]
+    candidates = ([name] if name else []) + [n for n in protocols if n != name]
     matching = (n for n in candidates if (int(protocols[n].num_clips), int(protocols[n].num_crops)) == (clips, crops))
     return clips, crops, next(matching, "custom")
 
@@ -173,7 +187,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     fusion = cfg.get("fusion", "prob")
     if fusion not in FUSIONS:
         raise ValueError(f"fusion={fusion} is not one of {FUSIONS}")
-    num_clips, num_crops, protocol = resolve_views(cfg, overrides)
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split={cfg.split} is not one of {SPLITS}")
+    first = load_checkpoint(paths[0])
+    num_clips, num_crops, protocol = resolve_views(cfg, overrides, run_views(run_config(first), cfg.split))
     frames = frames_per_model(cfg, overrides, len(paths))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -189,7 +206,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     class_names: list[str] = []
     used_frames: list[int] = []
     for i, (path, num_frames) in enumerate(zip(paths, frames)):
-        checkpoint = load_checkpoint(path)
+        checkpoint = first if i == 0 else load_checkpoint(path)
         run_cfg = merge_run_config(run_config(checkpoint), cfg, overrides)
         run_cfg.data.predict_split = cfg.split
         run_cfg.data.num_clips, run_cfg.data.num_crops = num_clips, num_crops
@@ -208,6 +225,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         members.append(fused)
         used_frames.append(num_frames)
         del checkpoint
+        first = None
     result = ensemble(members)
     if result.skipped:
         log.warning("%d videos could not be decoded and are not scored: %s", len(result.skipped), result.skipped)

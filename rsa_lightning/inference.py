@@ -23,11 +23,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
 from rsa_lightning.data.transforms import normalize
+from rsa_lightning.data.video_io import VideoDecodeError
 from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, run_config
 from rsa_lightning.evaluation.views import FusedScores, ViewOutputs, batch_views, fuse_views
 
@@ -131,7 +132,8 @@ def predict_scores(
 ) -> FusedScores:
     """Fused class probabilities (V, K) of the videos named by ``paths`` (files or folders), ``num_clips`` x
     ``num_crops`` views each, in the order of :func:`video_files`; video ids are the file paths. A video that fails
-    to decode is listed in ``skipped`` (``FusedScores``) instead of being scored."""
+    to decode is listed in ``skipped`` (``FusedScores``) instead of being scored; ``VideoDecodeError`` when none
+    decodes."""
     files = video_files(paths)
     records = [VideoRecord(path=p.resolve(), label=UNLABELLED, video_id=str(p)) for p in files]
     dataset = VideoDataset(
@@ -142,31 +144,53 @@ def predict_scores(
         training=False,
         num_clips=num_clips,
         num_crops=num_crops,
-        max_decode_retries=0 if len(records) == 1 else min(10, len(records) - 1),
+        max_decode_retries=0,  # a file that fails is reported, never replaced by another
     )
     mean = torch.tensor(model.mean, device=model.device)
     std = torch.tensor(model.std, device=model.device)
-    parts = []
+    failed: dict[str, str] = {}
+    samples, parts = [], []
+
+    def flush() -> None:
+        batch = default_collate(samples)
+        video = normalize(batch["video"].to(model.device), mean, std)
+        parts.append(batch_views(batch, model.net(video)))
+        samples.clear()
+
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            video = normalize(batch["video"].to(model.device), mean, std)
-            parts.append(batch_views(batch, model.net(video)))
-    return fuse_views(
-        ViewOutputs.cat(parts),
-        num_views=num_clips * num_crops,
-        fusion=fusion,
-        order=[r.video_id for r in records],
-    )
+        for index in range(len(dataset)):
+            video_id = records[index // dataset.num_views].video_id
+            if video_id in failed:
+                continue
+            try:
+                samples.append(dataset[index])
+            except VideoDecodeError as err:
+                failed[video_id] = str(err)
+                samples[:] = [s for s in samples if s["video_id"] != video_id]
+                continue
+            if len(samples) == batch_size:
+                flush()
+        if samples:
+            flush()
+    outputs = ViewOutputs.cat([p.select([i for i, v in enumerate(p.video_ids) if v not in failed]) for p in parts])
+    if not len(outputs):
+        raise VideoDecodeError(f"no video could be decoded: {'; '.join(failed.values())}")
+    order = [r.video_id for r in records if r.video_id not in failed]
+    fused = fuse_views(outputs, num_views=num_clips * num_crops, fusion=fusion, order=order)
+    fused.skipped = sorted(set(fused.skipped) | set(failed))
+    return fused
 
 
 def predict_videos(
     model: LoadedModel, paths: Union[str, Path, Sequence[Union[str, Path]]], *, top_k: int = 5, **kwargs: Any
 ) -> dict[str, list[tuple[str, float]]]:
-    """``{video path: [(class name, probability), ...]}``, the ``top_k`` classes best first (``kwargs``: views and
-    fusion of :func:`predict_scores`)."""
+    """``{video path: [(class name, probability), ...]}``, the ``top_k`` classes best first, for every video named by
+    ``paths``; an empty list for a video that could not be decoded (``kwargs``: views and fusion of
+    :func:`predict_scores`)."""
     fused = predict_scores(model, paths, **kwargs)
     values, ids = fused.scores.topk(min(top_k, fused.scores.shape[1]), dim=1)
-    return {
+    results = {
         vid: [(model.class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
         for vid, row_ids, row_values in zip(fused.video_ids, ids, values)
     }
+    return {**results, **{vid: [] for vid in fused.skipped}}

@@ -75,9 +75,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = _metric(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path  # type: ignore[assignment]
-    metrics["time_min"] = (time.time() - start) / 60.0
     if cfg.get("test_after_training"):
         best = "best" if checkpoint is not None and checkpoint.best_model_path else None
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics["time_min"] = (time.time() - start) / 60.0
     return metrics

@@ -461,7 +461,8 @@ def test_list_annotations_classes_splits_and_errors(tmp_path):
     write(tmp_path / "train.txt", "v/1.mp4 0\nv/2.mp4 4\n")
     with pytest.raises(ValueError, match=r"train\.txt:2: label 4 of 'v/2' is outside \[0, 4\)"):
         small.records("train")
-    with pytest.raises(ValueError, match=r"no 'test' split; available: train, val \(set test_list\)"):
+    hint = r"\(give it a test_list, e.g. \+data.annotations.test_list="
+    with pytest.raises(ValueError, match=r"no .test. split; available: train, val " + hint):
         small.records("test")
     write(tmp_path / "train.txt", "# nothing yet\n")
     with pytest.raises(ValueError, match=r"train\.txt: the train split has no videos"):

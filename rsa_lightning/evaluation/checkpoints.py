@@ -100,7 +100,7 @@ def model_from_config(model_cfg: DictConfig, checkpoint: dict[str, Any], *, stri
     Raises ``ValueError`` naming the config and the tensors when the weights do not fit the model (e.g. another
     ``model=`` than the run's).
     """
-    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg))
+    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))  # against its root: ${data.*}
     if OmegaConf.select(model_cfg, "net.pretrained") is not None:
         model_cfg.net.pretrained = None  # the checkpoint holds the weights
     model = hydra.utils.instantiate(model_cfg)

@@ -29,6 +29,7 @@ import math
 from typing import Optional
 
 import torch
+from torchmetrics import Metric
 
 TOP_K = (1, 5)
 
@@ -134,3 +135,25 @@ def score_videos(scores: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, 
         raise ValueError(f"{int((~labelled).sum())} of {len(labels)} videos have no label: cannot score the split")
     confusion = confusion_matrix(top1_predictions(scores), labels, scores.shape[1])
     return classification_metrics(scores, labels), confusion
+
+
+class MeanClassAccuracy(Metric):
+    """:func:`mean_class_accuracy` as a torchmetrics ``Metric`` that accumulates a confusion matrix over steps (and
+    sums it over processes), for the training epochs: ``update(predictions (B,), labels (B,))`` with top-1 class ids
+    (:func:`top1_predictions`); ``compute()`` -> a scalar tensor. Logged like any torchmetrics object, it is synced
+    when Lightning computes the epoch's metrics, in the same order on every process."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state(
+            "confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
+
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        self.confusion += confusion_matrix(predictions, labels, self.num_classes)
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(mean_class_accuracy(self.confusion.cpu()), dtype=torch.float32)

@@ -18,10 +18,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rsa_lightning.evaluation import writers
-from rsa_lightning.evaluation.metrics import mean_class_accuracy, score_videos, top1_predictions, topk_correct
+from rsa_lightning.evaluation.metrics import MeanClassAccuracy, score_videos, top1_predictions, topk_correct
 from rsa_lightning.evaluation.views import FUSIONS, FusedScores, ViewCollector, batch_views, fuse_views, gather_views
 from rsa_lightning.modules.optim import global_batch_size, linear_scaled_lr, param_groups
 
@@ -63,9 +62,10 @@ class VideoClassifier(pl.LightningModule):
     the views), ``acc1``, ``acc5``, ``mean_class_acc`` over the split's *videos*, each counted once whatever the
     number of processes (definitions: :mod:`rsa_lightning.evaluation.metrics`). Every process logs the same value
     (computed from the gathered views). At the end of every validation and test epoch (rank zero) the confusion
-    matrix is written to ``<trainer.default_root_dir>/confusion/<split>_epoch<NNN>.csv`` / ``.pt`` and a per-class
-    summary is logged; a test epoch also writes ``predictions_test.csv``, ``scores_test.pt`` and
-    ``metrics_test.json`` there, the files ``eval.py split=test`` writes.
+    matrix is written to ``<trainer.default_root_dir>/confusion/<split>_epoch<NNN>.csv`` / ``.pt`` (a test of a
+    checkpoint file: ``test_<checkpoint name>.csv``) and a per-class summary is logged; a test epoch also writes
+    ``predictions_test.csv``, ``scores_test.pt`` and ``metrics_test.json`` there, the files ``eval.py split=test``
+    writes.
 
     ``predict_step`` returns the batch's per-view outputs (:class:`rsa_lightning.evaluation.ViewOutputs`, logits).
     ``results[split]`` holds the fused scores (:class:`rsa_lightning.evaluation.FusedScores`) of the last validation
@@ -119,7 +119,7 @@ class VideoClassifier(pl.LightningModule):
         self.top_k = (1, 5) if num_classes > 5 else (1,)
         self.train_loss = MeanMetric()
         self.train_acc = nn.ModuleDict({f"acc{k}": MeanMetric() for k in self.top_k})
-        self.train_confusion = MulticlassConfusionMatrix(num_classes=num_classes, validate_args=False)
+        self.train_mean_class_acc = MeanClassAccuracy(num_classes)
         self.views = {split: ViewCollector() for split in (*EVAL_SPLITS, "predict")}
         self.results: dict[str, FusedScores] = {}  # the last fused scores of each evaluated split
         self.class_names: list[str] = []
@@ -153,13 +153,11 @@ class VideoClassifier(pl.LightningModule):
             metric = self.train_acc[f"acc{k}"]
             metric.update(topk_correct(logits, labels, k).float())  # mean over the epoch's samples: micro
             self.log(f"train/acc{k}", metric, on_step=False, on_epoch=True)
-        self.train_confusion.update(top1_predictions(logits), labels)
+        self.train_mean_class_acc.update(top1_predictions(logits), labels)
+        self.log("train/mean_class_acc", self.train_mean_class_acc, on_step=False, on_epoch=True)
+        # no collective in on_train_epoch_end: Lightning computes (and syncs) these logged metrics on every process
+        # in one order, while callbacks such as the progress bar read them on rank 0 only, earlier
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        confusion = self.train_confusion.compute()  # summed over processes
-        self.train_confusion.reset()
-        self._log_same_on_all_ranks("train/mean_class_acc", mean_class_accuracy(confusion.cpu()))
 
     # ---------------------------------------------------------------------------------------------------------------
     # evaluation: per-view outputs -> gather -> de-duplicate -> fuse -> metrics
@@ -238,11 +236,22 @@ class VideoClassifier(pl.LightningModule):
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         root = Path(self.trainer.default_root_dir)
-        path = root / "confusion" / f"{split}_epoch{self.current_epoch:03d}.csv"
+        tested = self.trainer.ckpt_path if split == "test" else None  # the weights trainer.test loaded, if any
+        name = Path(tested).stem if tested else f"epoch{self.current_epoch:03d}"
+        path = root / "confusion" / f"{split}_{name}.csv"
         writers.write_confusion(path, confusion, self.class_names)
-        writers.log_per_class_summary(f"{split} epoch {self.current_epoch}", confusion, self.class_names, path)
+        writers.log_per_class_summary(f"{split} {name}", confusion, self.class_names, path)
         if split == "test":
-            extra = {"fusion": self.hparams.fusion, "views_per_video": num_views, "skipped_videos": fused.skipped}
+            dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
+            extra = {
+                "views_per_video": num_views,
+                "num_clips": getattr(dataset, "num_clips", None),
+                "num_crops": getattr(dataset, "num_crops", None),
+                "fusion": self.hparams.fusion,
+                "checkpoints": [str(tested)] if tested else [],
+                "num_frames": [getattr(getattr(self.trainer, "datamodule", None), "num_frames", None)],
+                "skipped_videos": fused.skipped,
+            }
             self.write_results(root, "test", fused, {**metrics, **extra})
 
     def write_results(self, output_dir: Union[str, Path], split: str, fused: FusedScores, metrics: dict) -> None:

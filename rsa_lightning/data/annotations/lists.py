@@ -141,7 +141,7 @@ class ListAnnotations(Annotations):
         return tuple(self.lists)
 
     def _missing_split_hint(self, split: str) -> str:
-        return " (set test_list)" if split == "test" else ""
+        return " (give it a test_list, e.g. +data.annotations.test_list=<list file>)" if split == "test" else ""
 
     def _read_class_names(self) -> list[str]:
         if self.class_names_file is None:
