@@ -21,6 +21,7 @@ from conftest import ROOT, compose_config, tiny_synthetic_overrides
 
 import rsa_lightning
 from rsa_lightning.data.exclusions import write_exclusions
+from rsa_lightning.data.video_io import VideoDecodeError
 from rsa_lightning.evaluate import evaluate
 from rsa_lightning.evaluation.checkpoints import model_from_checkpoint
 from rsa_lightning.evaluation.metrics import confusion_matrix, mean_class_accuracy
@@ -188,6 +189,11 @@ def test_test_after_training_equals_eval_on_the_best_checkpoint(run):
     assert torch.equal(
         torch.load(run["dir"] / "scores_test.pt")["scores"], torch.load(out / "scores_test.pt")["scores"]
     )
+    assert written["checkpoints"] == [str(best)] and (written["num_clips"], written["num_crops"]) == (2, 3)
+    # without a protocol, eval.py uses the views the run tested with
+    default = run_eval(best, run["tmp"] / "eval_test_default", "split=test")
+    assert default["views_per_video"] == 6 and default["acc1"] == evaluated["acc1"]
+    assert run_eval(best, run["tmp"] / "eval_val_default")["views_per_video"] == 1  # validation: one view
 
 
 def relabelled_val_list(predictions: list[dict[str, str]], paths: dict[str, str], num_classes: int):
@@ -329,3 +335,29 @@ def test_a_checkpoint_of_the_earlier_config_layout_still_evaluates(run, tmp_path
     torch.save(state, old)
     assert run_eval(old, tmp_path / "old")["acc1"] == run_eval(checkpoint, tmp_path / "new")["acc1"]
     assert isinstance(VideoClassifier.load_from_checkpoint(old), VideoClassifier)
+
+
+def test_predict_reports_a_video_that_cannot_be_decoded(run, tmp_path):
+    checkpoint = run["dir"] / "checkpoints" / "last.ckpt"
+    model = rsa_lightning.load_model(checkpoint)
+    good = next((run["tmp"] / "synthetic" / "videos").glob("val_*.mp4"))
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a_good.mp4").write_bytes(good.read_bytes())
+    (folder / "b_broken.mp4").write_text("not a video")
+    with one_thread():
+        both = rsa_lightning.predict_videos(model, folder)
+        alone = rsa_lightning.predict_videos(model, folder / "a_good.mp4")
+    good_id = str(folder / "a_good.mp4")
+    assert both[str(folder / "b_broken.mp4")] == []
+    assert both[good_id] == alone[good_id] and len(alone[good_id]) == 5
+    with pytest.raises(VideoDecodeError, match="no video could be decoded: .*b_broken.mp4"):
+        rsa_lightning.predict_scores(model, folder / "b_broken.mp4")
+
+
+def test_eval_refuses_another_model_and_an_unknown_split(run, tmp_path):
+    checkpoint = run["dir"] / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="weights do not fit the model .* was another model= given"):
+        run_eval(checkpoint, tmp_path / "a", "model=tsn_tiny")
+    with pytest.raises(ValueError, match=r"split=tset is not one of \('train', 'val', 'test'\)"):
+        run_eval(checkpoint, tmp_path / "b", "split=tset")
