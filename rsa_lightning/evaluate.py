@@ -247,25 +247,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         log.info("the %s split has no labels: predictions only", cfg.split)
     metrics.update(scores)
 
-    output_dir = Path(cfg.paths.output_dir)
-    files = {
-        "predictions_file": output_dir / f"predictions_{cfg.split}.csv",
-        "scores_file": output_dir / f"scores_{cfg.split}.pt",
-    }
+    files = writers.split_files(Path(cfg.paths.output_dir), cfg.split)
     if trainer.is_global_zero:
-        k = int(cfg.get("top_k", 5))
-        writers.write_predictions(
-            files["predictions_file"], result.video_ids, result.labels, result.scores, class_names, k
+        model_scores = torch.stack([m.without(result.skipped).scores for m in members])  # (M, V, K)
+        writers.write_split_results(
+            Path(cfg.paths.output_dir),
+            cfg.split,
+            result,
+            class_names,
+            metrics,
+            top_k=int(cfg.get("top_k", 5)),
+            model_scores=model_scores,
         )
-        writers.write_scores(
-            files["scores_file"],
-            video_ids=result.video_ids,
-            labels=result.labels,
-            scores=result.scores,
-            model_scores=torch.stack([m.without(result.skipped).scores for m in members]),  # (M, V, K)
-            class_names=class_names,
-            **{key: metrics[key] for key in ("split", "protocol", "num_clips", "num_crops", "fusion", "checkpoints")},
-            num_frames=used_frames,
-        )
-        writers.write_metrics(output_dir / f"metrics_{cfg.split}.json", metrics)
-    return {**metrics, **{key: str(path) for key, path in files.items()}}
+    return {**metrics, **{key: str(files[key]) for key in ("predictions_file", "scores_file")}}

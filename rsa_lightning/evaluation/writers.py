@@ -66,6 +66,48 @@ def write_scores(path: Path, **fields: Any) -> None:
     torch.save(fields, path)
 
 
+def split_files(output_dir: Path, split: str) -> dict[str, Path]:
+    """The paths of a split's result files in ``output_dir``: ``predictions_file``, ``scores_file``,
+    ``metrics_file``."""
+    output_dir = Path(output_dir)
+    return {
+        "predictions_file": output_dir / f"predictions_{split}.csv",
+        "scores_file": output_dir / f"scores_{split}.pt",
+        "metrics_file": output_dir / f"metrics_{split}.json",
+    }
+
+
+def write_split_results(
+    output_dir: Path,
+    split: str,
+    fused: Any,
+    class_names: Sequence[str],
+    metrics: Mapping[str, Any],
+    *,
+    top_k: int = 5,
+    **scores_fields: Any,
+) -> dict[str, Path]:
+    """The three files of an evaluated split, as ``eval.py`` and ``test_after_training`` write them:
+    ``predictions_<split>.csv`` (:func:`write_predictions`), ``scores_<split>.pt`` (video ids, labels, fused scores
+    (V, K), class names, ``split``, ``metrics``' settings and ``scores_fields``) and ``metrics_<split>.json``.
+    ``fused``: a :class:`rsa_lightning.evaluation.FusedScores`. Returns the paths (:func:`split_files`)."""
+    files = split_files(output_dir, split)
+    write_predictions(files["predictions_file"], fused.video_ids, fused.labels, fused.scores, class_names, top_k)
+    settings = ("protocol", "num_clips", "num_crops", "fusion", "checkpoints", "num_frames")
+    write_scores(
+        files["scores_file"],
+        video_ids=fused.video_ids,
+        labels=fused.labels,
+        scores=fused.scores,
+        class_names=list(class_names),
+        split=split,
+        **{key: metrics[key] for key in settings if key in metrics},
+        **scores_fields,
+    )
+    write_metrics(files["metrics_file"], {"split": split, **metrics})
+    return files
+
+
 def write_confusion(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:
     """``path`` (.csv): one row per true class, one column per predicted class (video counts), both labelled with the
     class names; next to it ``path.with_suffix(".pt")``: ``{"confusion": (K, K) int64, "class_names": [...]}``."""

@@ -252,23 +252,7 @@ class VideoClassifier(pl.LightningModule):
                 "num_frames": [getattr(getattr(self.trainer, "datamodule", None), "num_frames", None)],
                 "skipped_videos": fused.skipped,
             }
-            self.write_results(root, "test", fused, {**metrics, **extra})
-
-    def write_results(self, output_dir: Union[str, Path], split: str, fused: FusedScores, metrics: dict) -> None:
-        """``predictions_<split>.csv``, ``scores_<split>.pt`` and ``metrics_<split>.json`` in ``output_dir``."""
-        output_dir = Path(output_dir)
-        writers.write_predictions(
-            output_dir / f"predictions_{split}.csv", fused.video_ids, fused.labels, fused.scores, self.class_names
-        )
-        writers.write_scores(
-            output_dir / f"scores_{split}.pt",
-            video_ids=fused.video_ids,
-            labels=fused.labels,
-            scores=fused.scores,
-            class_names=list(self.class_names),
-            split=split,
-        )
-        writers.write_metrics(output_dir / f"metrics_{split}.json", {"split": split, **metrics})
+            writers.write_split_results(root, "test", fused, self.class_names, {**metrics, **extra})
 
     def _log_same_on_all_ranks(self, name: str, value: float, prog_bar: bool = False) -> None:
         # Every process holds the same value (computed from all processes' outputs); "max" syncs it unchanged (a
