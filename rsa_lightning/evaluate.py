@@ -9,7 +9,8 @@ Views (test protocols)
     set ``data.multi_view_val``), so ``eval.py`` reproduces what training logged. ``protocol=efficient`` (1 clip x
     centre crop: the official protocol) or ``protocol=accurate`` (2 clips x 3 crops) sets the views from ``protocols``
     in ``conf/eval.yaml``. A ``data.num_clips`` or ``data.num_crops`` named on the command line wins over both; the
-    metrics name the protocol whose views match, or ``custom``.
+    metrics name the protocol whose views match, or ``custom``. An ensemble uses the first checkpoint's run views
+    (a warning names a member whose run used others).
 
 Fusion
     ``fusion=prob`` (default): a video's scores are the mean of its views' softmax probabilities; ``fusion=logit``:
@@ -190,7 +191,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split} is not one of {SPLITS}")
     first = load_checkpoint(paths[0])
-    num_clips, num_crops, protocol = resolve_views(cfg, overrides, run_views(run_config(first), cfg.split))
+    default_views = run_views(run_config(first), cfg.split)
+    num_clips, num_crops, protocol = resolve_views(cfg, overrides, default_views)
     frames = frames_per_model(cfg, overrides, len(paths))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -207,6 +209,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     used_frames: list[int] = []
     for i, (path, num_frames) in enumerate(zip(paths, frames)):
         checkpoint = first if i == 0 else load_checkpoint(path)
+        own_views = run_views(run_config(checkpoint), cfg.split)
+        if cfg.get("protocol") is None and own_views != default_views:
+            log.warning(
+                "%s evaluated the %s split with %d x %d views, the first checkpoint with %d x %d: every model uses "
+                "the first one's (give protocol=... or data.num_clips / data.num_crops to choose)",
+                path,
+                cfg.split,
+                *own_views,
+                *default_views,
+            )
         run_cfg = merge_run_config(run_config(checkpoint), cfg, overrides)
         run_cfg.data.predict_split = cfg.split
         run_cfg.data.num_clips, run_cfg.data.num_crops = num_clips, num_crops

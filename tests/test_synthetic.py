@@ -288,3 +288,26 @@ def test_first_frame_brightness_is_no_giveaway() -> None:
         for motion, seeds in (("left_to_right", range(24)), ("right_to_left", range(100, 124)))
     }
     assert _ks(first["left_to_right"], first["right_to_left"]) < 0.4
+
+
+def test_a_folder_with_other_data_is_never_overwritten(tmp_path: Path) -> None:
+    """data.root pointed at a user's own videos (e.g. eval.py data.root=... on a synthetic-data checkpoint): the
+    generator refuses, naming the files, instead of replacing videos/ and annotations/."""
+    small = dict(TINY, motions=["closer", "away"], train_per_class=1, val_per_class=1, workers=0)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"mine")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "mine.txt").write_text("videos/a.mp4 0\n")
+    with pytest.raises(FileExistsError, match=r"did not write \(.*a.mp4, .*mine.txt\): refusing"):
+        ensure_synthetic_dataset(tmp_path, **small)
+    assert (tmp_path / "videos" / "a.mp4").read_bytes() == b"mine" and (tmp_path / "annotations" / "mine.txt").is_file()
+    # a generated dataset with a stray file of its own kind is still regenerated in place
+    (tmp_path / "videos" / "a.mp4").unlink()
+    (tmp_path / "annotations" / "mine.txt").unlink()
+    ensure_synthetic_dataset(tmp_path, **small)
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "train_00000.mp4",
+        "train_00001.mp4",
+        "val_00000.mp4",
+        "val_00001.mp4",
+    ]

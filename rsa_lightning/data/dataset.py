@@ -156,7 +156,8 @@ class VideoDataset(Dataset):
 
     def _skip(self, record: VideoRecord, err: VideoDecodeError) -> None:
         if record.video_id not in self.skipped:
-            log.warning("skipping video %s (replaced by the next one in the list): %s", record.video_id, err)
+            replaced = " (replaced by the next one in the list)" if self.max_decode_retries else ""
+            log.warning("skipping video %s%s: %s", record.video_id, replaced, err)
         self.skipped[record.video_id] = str(err)
 
     def __getitem__(self, index: int) -> dict:

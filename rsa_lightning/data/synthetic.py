@@ -68,6 +68,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -675,8 +676,33 @@ def generate_synthetic_dataset(
     log.info("wrote %d clips in %.1f s (%.1f clips/s) to %s", len(jobs), elapsed, len(jobs) / elapsed, root)
 
 
+GENERATED_VIDEO = re.compile(r"(train|val)_\d{5}\.mp4")
+GENERATED_LISTS = ("train.txt", "val.txt", "classes.txt")
+
+
+def foreign_files(root: Path) -> list[Path]:
+    """Files and folders under ``root/videos`` and ``root/annotations`` that the generator never writes."""
+    expected = {"videos": GENERATED_VIDEO.fullmatch, "annotations": lambda name: name in GENERATED_LISTS}
+    found = []
+    for folder, ours in expected.items():
+        if (root / folder).is_dir():
+            found += [p for p in sorted((root / folder).iterdir()) if not (p.is_file() and ours(p.name))]
+        elif (root / folder).exists():
+            found.append(root / folder)
+    return found
+
+
 def _remove_dataset(root: Path) -> None:
-    """Remove what the generator writes (and nothing else: ``root`` may hold other files)."""
+    """Remove what the generator writes, and nothing else: ``FileExistsError`` when ``root/videos`` or
+    ``root/annotations`` hold files it does not write (a user's own data is never replaced)."""
+    foreign = foreign_files(root)
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"data.root={root} holds files that rsa_lightning's synthetic generator did not write ({shown}): "
+            "refusing to replace its videos/ and annotations/. Point data.root at an empty folder or a generated "
+            "synthetic dataset, or use data=list (or another dataset config) for your own videos"
+        )
     for name in ("manifest.json", "manifest.json.tmp"):
         (root / name).unlink(missing_ok=True)
     for name in ("videos", "annotations"):

@@ -120,7 +120,7 @@ class VideoClassifier(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.train_acc = nn.ModuleDict({f"acc{k}": MeanMetric() for k in self.top_k})
         self.train_mean_class_acc = MeanClassAccuracy(num_classes)
-        self.views = {split: ViewCollector() for split in (*EVAL_SPLITS, "predict")}
+        self.views = {split: ViewCollector() for split in EVAL_SPLITS}  # this process's views of the epoch
         self.results: dict[str, FusedScores] = {}  # the last fused scores of each evaluated split
         self.class_names: list[str] = []
 
