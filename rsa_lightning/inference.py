@@ -181,16 +181,20 @@ def predict_scores(
     return fused
 
 
-def predict_videos(
-    model: LoadedModel, paths: Union[str, Path, Sequence[Union[str, Path]]], *, top_k: int = 5, **kwargs: Any
-) -> dict[str, list[tuple[str, float]]]:
-    """``{video path: [(class name, probability), ...]}``, the ``top_k`` classes best first, for every video named by
-    ``paths``; an empty list for a video that could not be decoded (``kwargs``: views and fusion of
-    :func:`predict_scores`)."""
-    fused = predict_scores(model, paths, **kwargs)
+def top_classes(fused: FusedScores, class_names: Sequence[str], top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
+    """``{video id: [(class name, probability), ...]}``: the ``top_k`` classes of every scored video, best first
+    (``torch.topk`` ranking), and an empty list for every video in ``fused.skipped``."""
     values, ids = fused.scores.topk(min(top_k, fused.scores.shape[1]), dim=1)
     results = {
-        vid: [(model.class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
+        vid: [(class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
         for vid, row_ids, row_values in zip(fused.video_ids, ids, values)
     }
     return {**results, **{vid: [] for vid in fused.skipped}}
+
+
+def predict_videos(
+    model: LoadedModel, paths: Union[str, Path, Sequence[Union[str, Path]]], *, top_k: int = 5, **kwargs: Any
+) -> dict[str, list[tuple[str, float]]]:
+    """:func:`top_classes` of the videos named by ``paths`` (an empty list for a video that could not be decoded;
+    ``kwargs``: views and fusion of :func:`predict_scores`)."""
+    return top_classes(predict_scores(model, paths, **kwargs), model.class_names, top_k)

@@ -100,14 +100,23 @@ def mean_class_accuracy(confusion: torch.Tensor) -> float:
     return recall[scored].mean().item()
 
 
-def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Every video-level metric of a labelled split: ``acc1``, ``acc5`` (only with more than 5 classes: with K <= 5
-    it is 1 by construction), ``mean_class_acc``, and the counts ``num_videos``, ``classes_in_split`` (classes with
-    videos) and ``classes_scored`` (the classes ``mean_class_acc`` averages over)."""
+def reported_top_k(num_classes: int) -> tuple[int, ...]:
+    """The ``k`` of the top-k accuracies reported for ``num_classes`` classes: 1, and 5 with more than 5 classes
+    (with K <= 5 top-5 is 1 by construction)."""
+    return tuple(k for k in TOP_K if k == 1 or num_classes > k)
+
+
+def classification_metrics(
+    scores: torch.Tensor, labels: torch.Tensor, confusion: Optional[torch.Tensor] = None
+) -> dict[str, float]:
+    """Every video-level metric of a labelled split: ``acc1``, ``acc5`` (:func:`reported_top_k`),
+    ``mean_class_acc``, and the counts ``num_videos``, ``classes_in_split`` (classes with videos) and
+    ``classes_scored`` (the classes ``mean_class_acc`` averages over). ``confusion``: the split's matrix when the
+    caller has it already (else built here)."""
     _check(scores, labels)
-    num_classes = scores.shape[1]
-    confusion = confusion_matrix(top1_predictions(scores), labels, num_classes)
-    metrics = {f"acc{k}": topk_accuracy(scores, labels, k) for k in TOP_K if k == 1 or num_classes > k}
+    if confusion is None:
+        confusion = confusion_matrix(top1_predictions(scores), labels, scores.shape[1])
+    metrics = {f"acc{k}": topk_accuracy(scores, labels, k) for k in reported_top_k(scores.shape[1])}
     metrics["mean_class_acc"] = mean_class_accuracy(confusion)
     metrics.update(
         num_videos=len(labels),
@@ -115,11 +124,6 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[s
         classes_scored=int(scored_classes(confusion).sum()),
     )
     return metrics
-
-
-def metric_names(num_classes: int) -> tuple[str, ...]:
-    """The accuracy metrics :func:`classification_metrics` reports for ``num_classes`` classes."""
-    return tuple(f"acc{k}" for k in TOP_K if k == 1 or num_classes > k) + ("mean_class_acc",)
 
 
 def score_videos(scores: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], Optional[torch.Tensor]]:
@@ -134,7 +138,7 @@ def score_videos(scores: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, 
     if not labelled.all():
         raise ValueError(f"{int((~labelled).sum())} of {len(labels)} videos have no label: cannot score the split")
     confusion = confusion_matrix(top1_predictions(scores), labels, scores.shape[1])
-    return classification_metrics(scores, labels), confusion
+    return classification_metrics(scores, labels, confusion), confusion
 
 
 class MeanClassAccuracy(Metric):

@@ -20,7 +20,13 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from rsa_lightning.evaluation import writers
-from rsa_lightning.evaluation.metrics import MeanClassAccuracy, score_videos, top1_predictions, topk_correct
+from rsa_lightning.evaluation.metrics import (
+    MeanClassAccuracy,
+    reported_top_k,
+    score_videos,
+    top1_predictions,
+    topk_correct,
+)
 from rsa_lightning.evaluation.views import FUSIONS, FusedScores, ViewCollector, batch_views, fuse_views, gather_views
 from rsa_lightning.modules.optim import global_batch_size, linear_scaled_lr, param_groups
 
@@ -116,7 +122,7 @@ class VideoClassifier(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.mixup = mixup
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.top_k = (1, 5) if num_classes > 5 else (1,)
+        self.top_k = reported_top_k(num_classes)
         self.train_loss = MeanMetric()
         self.train_acc = nn.ModuleDict({f"acc{k}": MeanMetric() for k in self.top_k})
         self.train_mean_class_acc = MeanClassAccuracy(num_classes)

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from rsa_lightning.evaluation import writers
-from rsa_lightning.inference import load_model, predict_scores
+from rsa_lightning.inference import load_model, predict_scores, top_classes
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,15 @@ def predict(cfg: DictConfig) -> dict[str, list[tuple[str, float]]]:
         fusion=cfg.fusion,
         batch_size=int(cfg.batch_size),
     )
-    k = min(int(cfg.top_k), fused.scores.shape[1])
-    values, ids = fused.scores.topk(k, dim=1)
-    results = {
-        vid: [(model.class_names[c], float(s)) for c, s in zip(row_ids.tolist(), row_values.tolist())]
-        for vid, row_ids, row_values in zip(fused.video_ids, ids, values)
-    }
+    results = top_classes(fused, model.class_names, int(cfg.top_k))
     for vid, top in results.items():
-        print(format_predictions(vid, [n for n, _ in top], [s for _, s in top]))  # the tool's output
-    for vid in fused.skipped:
-        print(f"{vid}\n  could not be decoded (see the warning above): not scored")
+        if top:
+            print(format_predictions(vid, [n for n, _ in top], [s for _, s in top]))  # the tool's output
+        else:
+            print(f"{vid}\n  could not be decoded (see the warning above): not scored")
     if cfg.get("output"):
         path = Path(cfg.output)
-        writers.write_predictions(path, fused.video_ids, fused.labels, fused.scores, model.class_names, k)
+        writers.write_predictions(path, fused.video_ids, fused.labels, fused.scores, model.class_names, int(cfg.top_k))
         log.info("predictions written to %s", path)
     return results
 
