@@ -1,16 +1,23 @@
-"""Train a video network: ``python train.py model=rsa_tiny data=synthetic trainer.max_epochs=5``."""
+"""Train a video network: ``python train.py model=rsa_tiny data=synthetic trainer.max_epochs=5``.
+
+``resume=<run dir>`` / ``resume=latest`` continue a run (:mod:`rsa_lightning.resume`); ``-m`` runs a sweep, one job
+folder each, summarised by :mod:`rsa_lightning.sweeps`. Every job writes ``result.json`` into its folder, also when
+it fails (the traceback then goes to its own ``train.log`` too).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from rsa_lightning.utils.config import distributed_launch_overrides
+from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger("train")
@@ -18,13 +25,34 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from pytorch_lightning.utilities import rank_zero_only
 
-    from rsa_lightning.train import train
+    from rsa_lightning.train import train, write_result
 
-    metrics = train(cfg)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    # the processes Lightning's DDP launcher starts for this job run this job, not the command line's sweep
+    os.environ.update(job_launch_args(overrides, output_dir))
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    start = time.time()
+    try:
+        metrics = train(cfg, overrides)
+    except Exception as err:
+        if rank_zero_only.rank != 0:
+            raise
+        log.exception("training failed")  # into this job's train.log, not only at the end of a sweep
+        write_result(output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err)
+        if multirun:  # the sweep goes on; its summary lists the failure and the sweep exits with status 1
+            return math.nan
+        raise
     if rank_zero_only.rank != 0:  # the other DDP processes: rank 0 reports
         return None
+    write_result(
+        output_dir / "result.json", status="completed", cfg=cfg, overrides=overrides, start=start, metrics=metrics
+    )
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     log.info("finished in %.1f min: %s", metrics["time_min"], summary)
     if "val/acc1" in metrics:
@@ -36,10 +64,11 @@ def main(cfg: DictConfig) -> float | None:
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     optimized = cfg.get("optimized_metric")
-    return metrics.get(optimized) if optimized else None
+    value = metrics.get(optimized) if optimized else None
+    return value if value is not None or not multirun else math.nan
 
 
 if __name__ == "__main__":
     # DDP: every process of the run shares rank 0's run folder; only rank 0 writes .hydra/ and train.log there
-    sys.argv += distributed_launch_overrides(os.environ)
+    sys.argv = job_argv(os.environ, sys.argv) + distributed_launch_overrides(os.environ)
     main()

@@ -21,6 +21,9 @@ _API = {
 }
 __all__ = sorted(_API)
 
+# the resolvers conf/hydra/default.yaml uses, for every entry point that composes it (omegaconf only, no torch)
+importlib.import_module("rsa_lightning.utils.config").register_resolvers()
+
 
 def __getattr__(name: str) -> Any:
     if name in _API:

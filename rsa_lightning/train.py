@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
 import pytorch_lightning as pl
@@ -13,10 +18,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from rsa_lightning.utils.config import resolved_container
+from rsa_lightning.resume import (
+    CONFIG_FILE,
+    LATEST,
+    checkpoint_resume_info,
+    find_run_dir,
+    is_csv,
+    is_wandb,
+    requeued_run_dir,
+    resume_config,
+)
+from rsa_lightning.utils.config import is_launched_as_rank_zero, resolved_container
+from rsa_lightning.utils.csv_logger import METRICS_FILE, cut_csv_log
 from rsa_lightning.utils.instantiate import instantiate_collection
 
 log = logging.getLogger(__name__)
+
+# set by Lightning's DDP launcher in the launching process; removed after each job of a multirun
+DDP_ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK")
 
 
 def _metric(value: Any) -> float:
@@ -35,23 +54,89 @@ def check_test_split_is_labelled(datamodule: pl.LightningDataModule) -> None:
         )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics, ``best/<monitor>`` and, with
-    ``test_after_training``, the ``test/...`` metrics of the best checkpoint.
+def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Optional[DictConfig]:
+    """The config to continue the run in ``output_dir`` with (``resume=`` set, or a requeued SLURM job), else None."""
+    resume = cfg.get("resume")
+    if resume in (None, ""):
+        if requeued_run_dir(output_dir) is None:
+            return None
+        log.info("SLURM job requeued: resuming the run in %s", output_dir)
+    elif resume != LATEST and find_run_dir(str(resume), output_dir.parent) != output_dir.resolve():
+        raise ValueError(
+            f"resume={resume} continues a run in its own folder, but this process's output folder is {output_dir}; "
+            "don't combine resume= with hydra.run.dir= or a multirun (-m)"
+        )
+    if not (output_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{output_dir / CONFIG_FILE} does not exist: {output_dir} is not a run to resume")
+    resumed = resume_config(cfg, output_dir.resolve(), overrides)
+    info = checkpoint_resume_info(Path(resumed.ckpt_path))
+    log.info("resuming %s from %s", output_dir, resumed.ckpt_path)
+    for name, logger_cfg in (resumed.get("logger") or {}).items():
+        if is_wandb(logger_cfg) and info["wandb_run_id"]:
+            logger_cfg.id = info["wandb_run_id"]
+            log.info("W&B: continuing run %s (logger.%s)", info["wandb_run_id"], name)
+        if is_csv(logger_cfg) and info["log_step"] is not None and is_launched_as_rank_zero(os.environ):
+            csv_dir = Path(logger_cfg.save_dir) / (logger_cfg.get("name") or "") / str(logger_cfg.get("version") or "")
+            dropped = cut_csv_log(csv_dir / METRICS_FILE, info["log_step"])
+            if dropped:
+                log.info("%s: %d rows logged after the checkpoint dropped (logged again now)", csv_dir, dropped)
+    return resumed
+
+
+def _best_epoch(path: str) -> Optional[int]:
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
+    except (OSError, KeyError, RuntimeError):
+        return None
+
+
+def _hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Fit ``cfg.model`` on ``cfg.data``; returns the final logged metrics, ``best/<monitor>``, ``best_checkpoint``,
+    ``best_epoch`` and, with ``test_after_training``, the ``test/...`` metrics of the best checkpoint.
+
+    ``cfg.resume`` (a run folder, or ``latest``) continues that run with its own config (:mod:`rsa_lightning.resume`);
+    ``overrides`` are the command line's (default: Hydra's task overrides), checked against it.
 
     Under DDP every process runs this; only global rank 0 writes files (config, logs, checkpoints). The test metrics
     and files (``predictions_test.csv``, ``metrics_test.json``, ``scores_test.pt`` in the run folder) are those
     ``python eval.py ckpt_path=<best> split=test`` computes with the same views (:mod:`rsa_lightning.evaluation`).
+    W&B runs are finished and a process group this run created is taken down at the end, also on failure, so the next
+    job of a multirun starts clean.
     """
     start = time.time()
-    config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
     output_dir = Path(cfg.paths.output_dir)
+    resumed = _resume(cfg, output_dir, _hydra_overrides() if overrides is None else overrides)
+    if resumed is not None:
+        cfg = resumed
+    config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
+    environ_before = dict(os.environ)
+    failed = True
+    try:
+        metrics = _fit(cfg, config, output_dir, start)
+        failed = False
+        return metrics
+    finally:
+        _finish_wandb(exit_code=1 if failed else 0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in DDP_ENV_KEYS:  # Lightning's launcher sets them for its own processes; the next job sets them anew
+            if key not in environ_before:
+                os.environ.pop(key, None)
+
+
+def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float) -> dict[str, Any]:
     log.info("data: <%s> from %s", cfg.data._target_, cfg.data.get("root"))
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed"))
     if cfg.get("test_after_training"):
         check_test_split_is_labelled(datamodule)
     log.info("model: <%s>", cfg.model.net._target_)
@@ -62,7 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:  # known from the launcher's variables once the Trainer exists
         # read by the ConfigInCheckpoint callback (conf/callbacks/config_in_checkpoint.yaml) at setup
-        OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
+        OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
         num_params = sum(p.numel() for p in model.parameters())
         log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
         for lg in loggers:
@@ -70,14 +155,58 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    metrics = {k: _metric(v) for k, v in trainer.callback_metrics.items()}
+    metrics: dict[str, Any] = {k: _metric(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
         metrics[f"best/{checkpoint.monitor}"] = _metric(checkpoint.best_model_score)
-        metrics["best_checkpoint"] = checkpoint.best_model_path  # type: ignore[assignment]
+        metrics["best_checkpoint"] = checkpoint.best_model_path
+        metrics["best_epoch"] = _best_epoch(checkpoint.best_model_path)
     if cfg.get("test_after_training"):
         best = "best" if checkpoint is not None and checkpoint.best_model_path else None
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics["time_min"] = (time.time() - start) / 60.0
     return metrics
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """Ends the W&B run of this job (Lightning leaves it open: the next job of a sweep would log into it)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def write_result(
+    path: Path,
+    *,
+    status: str,
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    start: float,
+    metrics: Optional[dict[str, Any]] = None,
+    error: Optional[BaseException] = None,
+) -> dict[str, Any]:
+    """Writes ``<run dir>/result.json``, what a sweep's summary reads about a job (:mod:`rsa_lightning.sweeps`):
+    ``status`` (completed / failed), ``task_name``, ``overrides``, ``optimized_metric`` and its ``value`` (null when
+    missing or NaN), ``best_epoch``, ``best_checkpoint``, ``metrics`` (the numbers), ``error`` (one line),
+    ``time_min``, ``run_dir``."""
+    metrics = metrics or {}
+    name = cfg.get("optimized_metric")
+    value = metrics.get(name) if name else None
+    result = {
+        "status": status,
+        "task_name": cfg.get("task_name"),
+        "overrides": list(overrides),
+        "optimized_metric": name,
+        "value": value if isinstance(value, float) and math.isfinite(value) else None,
+        "best_epoch": metrics.get("best_epoch"),
+        "best_checkpoint": metrics.get("best_checkpoint"),
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
+        "error": None if error is None else f"{type(error).__name__}: {error}".splitlines()[0][:500],
+        "time_min": (time.time() - start) / 60.0,
+        "run_dir": str(path.parent),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    return result

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
 from rsa_lightning.data.exclusions import read_exclusions
+from rsa_lightning.data.resumable import resumable_loader
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.transforms import mirror_pairs, normalize
 
@@ -65,6 +66,11 @@ class VideoDataModule(pl.LightningDataModule):
         multi_view_val: validate during training with the test views (``num_clips`` x ``num_crops`` per video,
             fused) instead of one centre view per video (the official "efficient" protocol, the default).
         prepare: called once (rank 0) before setup with ``root=``, e.g. to generate the synthetic dataset.
+        seed: the run's seed (``train.py`` passes ``seed``): the training data's shuffle and per-sample augmentation
+            seeds derive from it and the epoch (:mod:`rsa_lightning.data.resumable`); None draws one.
+
+    The training loader resumes inside an epoch: its position is stored in every checkpoint and restored by
+    Lightning (:class:`~rsa_lightning.data.resumable.ResumableDataLoader`).
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class VideoDataModule(pl.LightningDataModule):
         monitor: str = "val/acc1",
         multi_view_val: bool = False,
         prepare: Optional[Callable[..., Any]] = None,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -136,6 +143,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.monitor = monitor
         self.multi_view_val = multi_view_val
         self.prepare = prepare
+        self.seed = seed
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
         self.class_names: list[str] = []
@@ -230,34 +238,52 @@ class VideoDataModule(pl.LightningDataModule):
         )
         return dataset
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _dataset(self, split: str) -> VideoDataset:
         if split not in self.datasets:
             self.datasets[split] = (
                 self.build_dataset(self.predict_split, evaluation_views=True)
                 if split == PREDICT
                 else self.build_dataset(split)
             )
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.datasets[split]
+
+    def _loader_options(self) -> dict[str, Any]:
+        # generator: creating a loader's iterator draws its workers' base seed from this generator, not from
+        # torch's global RNG (dropout, mixup), so validation does not shift the training run's random stream
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            "generator": torch.Generator().manual_seed(0 if self.seed is None else self.seed),
+        }
+
+    def _batches_done(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        trainer = self.trainer
+        return resumable_loader(
+            self._dataset("train"),
+            seed=self.seed,
+            batch_size=self.batch_size,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            batches_done=self._batches_done,
+            **self._loader_options(),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=False, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(PREDICT, shuffle=False)
+        return self._eval_loader(PREDICT)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         video = batch["video"]

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import VideoBackend
+from rsa_lightning.data.resumable import SampleKey
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.video_io import VideoDecodeError
 
@@ -92,9 +93,10 @@ class VideoDataset(Dataset):
         decode_timeout: seconds one decode may take before the video is skipped (None: no limit, no thread).
         max_decode_retries: replacement videos tried after a failure before giving up with an error.
 
-    Randomness: each training sample draws a 62-bit seed from torch's global RNG (seeded by ``seed_everything``,
-    re-seeded per worker and epoch by the DataLoader) for a numpy Generator (frame indices) and a torch Generator
-    (transform), so runs repeat exactly for a given seed and worker count.
+    Randomness: a training sample's frame indices (numpy Generator) and augmentation (torch Generator) come from one
+    62-bit seed. The training loader's sampler passes it with the index (``dataset[SampleKey(index, seed)]``,
+    :mod:`rsa_lightning.data.resumable`: a hash of the run's seed, the epoch and the index), so a sample is the same
+    whichever worker reads it and in a resumed run. A plain integer index draws the seed from torch's global RNG.
 
     ``skipped`` maps the ``video_id`` of every video skipped *in this process* to the reason (DataLoader workers hold
     copies; the batches' ``"replaced"`` field is what reaches the main process).
@@ -160,13 +162,15 @@ class VideoDataset(Dataset):
             log.warning("skipping video %s%s: %s", record.video_id, replaced, err)
         self.skipped[record.video_id] = str(err)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | SampleKey) -> dict:
+        index, seed = index if isinstance(index, SampleKey) else (index, None)
         video_index, clip, crop = self.locate(index)
         for attempt in range(self.max_decode_retries + 1):
             record = self.records[(video_index + attempt) % len(self.records)]
             generator = None
             if self.training:
-                seed = int(torch.randint(0, 2**62, (1,)))
+                if seed is None:
+                    seed = int(torch.randint(0, 2**62, (1,)))
                 rng = np.random.default_rng(seed)
                 generator = torch.Generator().manual_seed(seed)
                 choose = lambda n, rng=rng: self.sampler(n, rng=rng)

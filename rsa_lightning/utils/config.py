@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,6 +13,8 @@ RUN_KEYS = ("model", "data")
 
 # Read by conf/hydra/default.yaml: the run folder's name (instead of the launch time) when set.
 RUN_NAME_ENV = "RSA_RUN_NAME"
+# A training job's own command line (JSON list of overrides), for the DDP processes Lightning starts for it.
+JOB_ARGS_ENV = "RSA_JOB_ARGS"
 # Variables a launcher sets to a process's rank: torchrun (RANK, GROUP_RANK), Lightning's DDP launcher for the
 # processes it starts (LOCAL_RANK, NODE_RANK), srun (SLURM_PROCID).
 RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -21,6 +25,24 @@ SECONDARY_RANK_OVERRIDES = (
     "hydra/job_logging=stdout",
     'hydra.job_logging.formatters.simple.format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"',
 )
+
+
+def register_resolvers() -> None:
+    """Registers the OmegaConf resolvers of ``conf/hydra/default.yaml``: ``rsa_run_dir`` and ``rsa_output_subdir``
+    (the run folder and Hydra's output subfolder, which depend on ``resume=``; :mod:`rsa_lightning.resume`).
+    Idempotent; called when ``rsa_lightning`` is imported, so every entry point composing that file has them."""
+
+    def run_dir(resume: Any, task_dir: str, new_run: str) -> str:
+        from rsa_lightning.resume import run_dir_resolver
+
+        return run_dir_resolver(resume, task_dir, new_run)
+
+    def output_subdir(resume: Any, time: str) -> str:
+        return ".hydra" if resume in (None, "") else f".hydra/resumed/{time}"
+
+    for name, resolver in (("rsa_run_dir", run_dir), ("rsa_output_subdir", output_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def resolved_container(cfg: DictConfig) -> dict[str, Any]:
@@ -64,6 +86,25 @@ def distributed_launch_overrides(environ: MutableMapping[str, str]) -> list[str]
     if name is not None:
         environ.setdefault(RUN_NAME_ENV, name)
     return [] if is_launched_as_rank_zero(environ) else list(SECONDARY_RANK_OVERRIDES)
+
+
+def job_launch_args(overrides: Sequence[str], output_dir: str | Path) -> dict[str, str]:
+    """Environment for the processes Lightning's DDP launcher will start for this job: :data:`JOB_ARGS_ENV` holds the
+    job's own command line (its task overrides and its folder), which :func:`job_argv` gives them.
+
+    Lightning re-runs ``sys.argv`` for every extra process; in a multirun that is the whole sweep (``-m seed=1,2``),
+    and the folder it passes (``hydra.run.dir``) is not the job's. Set in the launching process before each job.
+    """
+    folder = str(Path(output_dir).resolve()).replace('"', '\\"')
+    return {JOB_ARGS_ENV: json.dumps([*overrides, f'hydra.run.dir="{folder}"'])}
+
+
+def job_argv(environ: Mapping[str, str], argv: Sequence[str]) -> list[str]:
+    """``argv`` for this process: a process Lightning's DDP launcher started (rank > 0, :data:`JOB_ARGS_ENV` set by
+    the launching job) runs that job's command line instead of the one it was given; any other process its own."""
+    if JOB_ARGS_ENV not in environ or is_launched_as_rank_zero(environ):
+        return list(argv)
+    return [argv[0], *json.loads(environ[JOB_ARGS_ENV])]
 
 
 def overridden_keys(overrides: Sequence[str]) -> list[str]:

@@ -1,0 +1,203 @@
+"""Resuming a training run: ``python train.py resume=<run dir>`` or ``resume=latest``.
+
+The run's saved config (``<run dir>/config_resolved.yaml``, written when it started and inside every checkpoint) is
+the config: nothing is typed again. Command-line overrides that would change what is trained (the model, the data,
+the seed) are refused with a message naming them, unless they equal the run's value; the others (``trainer.*``,
+``logger``, ``callbacks``, where the data lives, how many workers read it, ...) apply. Training continues from the
+newest checkpoint of the run folder (``checkpoints/last.ckpt``, or a SLURM ``hpc_ckpt_<n>.ckpt``) in the same folder:
+
+- Lightning restores weights, optimiser, schedule, loop progress and the training data's position inside the epoch
+  (:mod:`rsa_lightning.data.resumable`); :class:`rsa_lightning.callbacks.ResumeState` the RNG states.
+- ``csv/metrics.csv`` is continued (:mod:`rsa_lightning.utils.csv_logger`): the rows logged after the checkpoint by
+  the killed process are dropped, since the resumed run logs those steps again.
+- TensorBoard writes a new event file in the same folder; W&B continues the run whose id the checkpoint stores.
+- Hydra writes this invocation's ``.hydra/`` files under ``.hydra/resumed/<time>/`` (the run's own stay) and appends
+  to ``train.log``.
+
+A SLURM job requeued after its time limit runs the same command again in the same folder (``slurm-<job id>``); a
+run folder that already holds a config and a checkpoint is resumed the same way (:func:`requeued_run_dir`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rsa_lightning.callbacks.resume import LOG_STEP_KEY, WANDB_ID_KEY
+from rsa_lightning.utils.config import RUN_NAME_ENV, overridden_keys, slurm_run_name
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+CONFIG_FILE = "config_resolved.yaml"
+# what is trained: overriding these when resuming is refused (unless the value equals the run's) ...
+FIXED_KEYS = ("model", "data", "seed", "task_name", "experiment", "hparams_search")
+# ... except these, which change how or where, not what
+CHANGEABLE_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.decode_timeout",
+    "data.exclusions_file",
+    "model.compile",
+)
+# never taken from the command line when resuming: resume= decides them
+IGNORED_KEYS = ("resume",)
+
+
+def run_dir_resolver(resume: Optional[str], task_dir: str, new_run: str) -> str:
+    """``hydra.run.dir``: ``<task_dir>/runs/<new_run>`` for a new run, the resumed run's folder with ``resume=``."""
+    if resume in (None, ""):
+        return f"{task_dir}/runs/{new_run}"
+    return str(find_run_dir(str(resume), Path(task_dir)))
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """The checkpoints a run can resume from: ``checkpoints/last.ckpt`` and SLURM's ``hpc_ckpt_<n>.ckpt``."""
+    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    return [p for p in found if p.is_file()]
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest (by modification time) of :func:`checkpoints_of`, or None."""
+    found = checkpoints_of(run_dir)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def find_run_dir(resume: str, task_dir: Path) -> Path:
+    """The run folder ``resume=`` names: a path (absolute, or relative to the working directory), or ``latest``: the
+    run of this task (``<task_dir>/runs/*`` and ``<task_dir>/multiruns/*/*``) with the newest checkpoint.
+
+    Raises:
+        FileNotFoundError: no such folder, not a training run folder, or no run to resume for ``latest``.
+    """
+    if resume == LATEST:
+        runs = [p for pattern in ("runs/*", "multiruns/*/*") for p in task_dir.glob(pattern) if _resumable(p)]
+        if not runs:
+            raise FileNotFoundError(
+                f"resume=latest: no run under {task_dir} has a config and a checkpoint to resume from; "
+                "pass the run folder: resume=<logs/train/runs/...>"
+            )
+        return max(runs, key=lambda p: latest_checkpoint(p).stat().st_mtime).resolve()  # type: ignore[union-attr]
+    path = Path(resume).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        raise FileNotFoundError(
+            f"resume={resume} is a checkpoint file; pass its run folder (resume=<run dir>): the run's config and "
+            "logs live there, and its newest checkpoint is chosen"
+        )
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume={resume}: no such folder; pass a training run folder or resume=latest")
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"resume={resume}: {path / CONFIG_FILE} does not exist; this is not an rsa_lightning training run folder "
+            "(or the run stopped before training started: start it again)"
+        )
+    return path.resolve()
+
+
+def _resumable(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and latest_checkpoint(path) is not None
+
+
+def requeued_run_dir(output_dir: Path, environ: Optional[dict[str, str]] = None) -> Optional[Path]:
+    """The run folder of a requeued SLURM job (named after the job, already holding a config and a checkpoint), which
+    must resume rather than start over; None otherwise."""
+    environ = os.environ if environ is None else environ
+    name = slurm_run_name(environ)
+    if name is None or environ.get(RUN_NAME_ENV) != name or output_dir.name != name:
+        return None
+    return output_dir if _resumable(output_dir) else None
+
+
+def _differs(saved: DictConfig, composed: DictConfig, key: str) -> bool:
+    missing = object()
+    return OmegaConf.select(saved, key, default=missing) != OmegaConf.select(composed, key, default=missing)
+
+
+def refused_overrides(saved: DictConfig, composed: DictConfig, keys: Sequence[str]) -> list[str]:
+    """The overridden ``keys`` that would change what the run trains (see :data:`FIXED_KEYS`), with both values."""
+    refused = []
+    for key in keys:
+        fixed = key.split(".")[0] in FIXED_KEYS and not any(
+            key == k or key.startswith(k + ".") for k in CHANGEABLE_KEYS
+        )
+        if fixed and _differs(saved, composed, key):
+            value = OmegaConf.select(saved, key)
+            if isinstance(value, DictConfig):
+                refused.append(f"{key} (a config group: the run's own is kept)")
+            else:
+                refused.append(f"{key}={OmegaConf.select(composed, key)!r} (the run has {value!r})")
+    return refused
+
+
+def resume_config(composed: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:
+    """The config to resume ``run_dir`` with: its saved config, the harmless ``overrides`` applied, ``ckpt_path`` set to
+    its newest checkpoint and ``resume`` to the folder.
+
+    ``composed`` is the config Hydra composed for this invocation (its ``paths`` are used: the run folder is this
+    process's output folder). Paths inside the saved config that point into the run folder's old location (a folder
+    copied from a cluster) are moved to the new one.
+
+    Raises:
+        ValueError: an override would change the model or the data; ``ckpt_path=`` given too.
+        FileNotFoundError: the run has no checkpoint to resume from.
+    """
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
+    now = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))
+    keys = [k for k in overridden_keys(overrides) if k not in IGNORED_KEYS and not k.startswith("hydra")]
+    if "ckpt_path" in keys and now.get("ckpt_path") is not None:
+        raise ValueError(f"resume={run_dir} picks the checkpoint to continue from; leave out ckpt_path=")
+    refused = refused_overrides(saved, now, keys)
+    if refused:
+        raise ValueError(
+            f"resume={run_dir} continues that run as it was configured; these overrides would change what it trains: "
+            + "; ".join(refused)
+            + ". Leave them out, or start a new run (without resume=) to train something else"
+        )
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint); "
+            "start it again without resume="
+        )
+    old_dir = str(OmegaConf.select(saved, "paths.output_dir") or run_dir)
+    merged = _move_paths(OmegaConf.to_container(saved), old_dir, str(run_dir)) if old_dir != str(run_dir) else saved
+    merged = OmegaConf.create(merged)
+    for key in keys:
+        OmegaConf.update(merged, key, OmegaConf.select(now, key), merge=False, force_add=True)
+    merged.paths = now.paths
+    merged.resume = str(run_dir)
+    merged.ckpt_path = str(checkpoint)
+    return merged
+
+
+def _move_paths(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _move_paths(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_move_paths(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+        return new + value[len(old) :]
+    return value
+
+
+def checkpoint_resume_info(path: Path) -> dict[str, Any]:
+    """The logging step and W&B run id :class:`~rsa_lightning.callbacks.ResumeState` stored in a checkpoint (memory-
+    mapped: the weights are not read)."""
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return {"log_step": checkpoint.get(LOG_STEP_KEY), "wandb_run_id": checkpoint.get(WANDB_ID_KEY)}
+
+
+def is_wandb(logger_cfg: Any) -> bool:
+    target = str(getattr(logger_cfg, "get", lambda *_: "")("_target_", ""))
+    return target.endswith("wandb_logger") or target.endswith("WandbLogger")
+
+
+def is_csv(logger_cfg: Any) -> bool:
+    return str(getattr(logger_cfg, "get", lambda *_: "")("_target_", "")).endswith("CSVLogger")

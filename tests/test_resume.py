@@ -1,0 +1,214 @@
+"""Resuming a killed run loses nothing: ``train.py resume=<run dir>`` after SIGKILL inside an epoch.
+
+The run is killed (SIGKILL, as a pre-empted node) a few steps after a mid-epoch ``last.ckpt`` and resumed with
+``resume=<run dir>`` alone. Its final weights must equal those of the same run without the kill, bit for bit (the
+training data's position, the per-sample augmentation seeds and the RNG states of dropout are restored), its CSV log
+must hold every step once, with the same values, and W&B (offline) must hold one run with every step.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, tiny_synthetic_overrides
+
+from rsa_lightning.resume import find_run_dir, refused_overrides, resume_config
+from rsa_lightning.utils.csv_logger import cut_csv_log
+
+STEPS_PER_EPOCH = 5  # 20 generated training videos, batch 4
+KILL_AT_STEP = 8  # epoch 1, batch 3: two steps after the step checkpoint at 6
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WANDB_")) and k != "RSA_RUN_NAME"}
+    return {
+        **keep,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), keep.get("PYTHONPATH", "")]),
+        "NETRC": str(tmp_path / "no-netrc"),  # no W&B key: offline
+        "WANDB_SILENT": "true",
+    }
+
+
+def run(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        capture_output=True,
+        text=True,
+        env=env(tmp_path),
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def run_overrides(tmp_path: Path, run_dir: Path, marker: Path) -> list[str]:
+    return [
+        *tiny_synthetic_overrides(tmp_path / "data"),
+        f"hydra.run.dir={run_dir}",
+        "model=rsa_tiny",
+        "seed=7",
+        "logger=many",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "callbacks.model_summary.max_depth=0",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        "+callbacks.kill._target_=kill_switch.KillAtStep",
+        f"+callbacks.kill.step={KILL_AT_STEP}",
+        f"+callbacks.kill.marker={marker}",
+    ]
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def wandb_runs(run_dir: Path) -> dict[str, list[set[int]]]:
+    """Offline W&B runs of a run folder: run id -> the ``trainer/global_step`` values of each offline folder."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    runs: dict[str, list[set[int]]] = {}
+    for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
+        store = datastore.DataStore()
+        store.open_for_scan(str(next(folder.glob("*.wandb"))))
+        steps, run_id = set(), None
+        while (data := store.scan_data()) is not None:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "run":
+                run_id = record.run.run_id
+            elif record.WhichOneof("record_type") == "history":
+                for item in record.history.item:
+                    if item.key == "trainer/global_step" or item.nested_key == ["trainer/global_step"]:
+                        steps.add(int(float(item.value_json)))
+        runs.setdefault(run_id or folder.name.rsplit("-", 1)[-1], []).append(steps)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("resume")
+    whole, killed = tmp / "whole", tmp / "killed"
+    done = tmp / "whole_not_killed"
+    done.write_text("never kill the reference run\n")
+    run(tmp, *run_overrides(tmp, whole, done))
+    marker = tmp / "killed_marker"
+    proc = run(tmp, *run_overrides(tmp, killed, marker), check=False)
+    assert proc.returncode == -9 and marker.exists(), f"expected a SIGKILL at step {KILL_AT_STEP}:\n{proc.stderr[-3000:]}"
+    return {"tmp": tmp, "whole": whole, "killed": killed}
+
+
+def test_killed_run_resumes_with_nothing_lost(runs):
+    tmp, whole, killed = runs["tmp"], runs["whole"], runs["killed"]
+    last = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 6 and last["epoch"] == 1, "the kill must follow a mid-epoch step checkpoint"
+    rows_before = csv_rows(killed)
+    assert max(int(r["step"]) for r in rows_before) >= 6  # steps after the checkpoint were logged, then lost
+
+    refused = run(tmp, f"resume={killed}", "model.optimizer.lr=0.5", "data.batch_size=2", check=False)
+    assert refused.returncode != 0
+    assert "model.optimizer.lr" in refused.stderr and "data.batch_size" in refused.stderr
+    assert csv_rows(killed) == rows_before  # a refused resume changes nothing
+
+    resumed = run(tmp, f"resume={killed}", "data.num_workers=0")
+    assert "resuming" in resumed.stdout + resumed.stderr
+
+    ref = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    out = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert out["global_step"] == ref["global_step"] == 2 * STEPS_PER_EPOCH
+    for name, value in ref["state_dict"].items():
+        assert torch.equal(value, out["state_dict"][name]), f"{name} differs from the uninterrupted run"
+
+    # the CSV log: every row of the uninterrupted run, once, with the same values
+    assert csv_rows(killed) == csv_rows(whole)
+
+    # W&B: one run (one id) across the killed and the resumed process, with every step
+    (run_id, parts), *others = wandb_runs(killed).items()
+    assert not others and len(parts) == 2, f"expected one W&B run in two offline folders: {wandb_runs(killed)}"
+    (_, (whole_steps,)), = wandb_runs(whole).items()
+    assert set().union(*parts) == whole_steps
+    # TensorBoard continued in the same folder
+    assert len(list((killed / "tensorboard").rglob("events.out.tfevents.*"))) == 2
+    # this invocation's Hydra files went below the run's own
+    assert (killed / ".hydra" / "overrides.yaml").read_text() != ""
+    assert list((killed / ".hydra" / "resumed").glob("*/overrides.yaml"))
+
+
+def test_resume_latest_and_bad_folders(runs, tmp_path):
+    tmp = runs["tmp"]
+    task_dir = tmp_path / "logs" / "train"
+    for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        run_dir = task_dir / "runs" / name
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "config_resolved.yaml").write_text("seed: 1\n")
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    os.utime(task_dir / "runs" / "2026-01-01_00-00-00" / "checkpoints" / "last.ckpt", (2e9, 2e9))
+    assert find_run_dir("latest", task_dir).name == "2026-01-01_00-00-00"  # the newest checkpoint, not the name
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_run_dir(str(tmp_path / "nope"), task_dir)
+    with pytest.raises(FileNotFoundError, match="not an rsa_lightning training run"):
+        find_run_dir(str(tmp_path), task_dir)
+    with pytest.raises(FileNotFoundError, match="checkpoint file"):
+        find_run_dir(str(task_dir / "runs" / "2026-01-01_00-00-00" / "checkpoints" / "last.ckpt"), task_dir)
+    with pytest.raises(FileNotFoundError, match="resume=latest"):
+        find_run_dir("latest", tmp_path / "empty")
+
+    proc = run(tmp, "resume=latest", f"paths.log_dir={tmp_path / 'nothing'}", check=False)
+    assert proc.returncode != 0 and "resume=latest" in proc.stderr
+
+
+def test_resume_config_keeps_the_run_and_applies_harmless_overrides(tmp_path):
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    saved = {
+        "seed": 3,
+        "model": {"optimizer": {"lr": 0.1}, "compile": False},
+        "data": {"root": "/data/a", "batch_size": 8, "num_workers": 8},
+        "trainer": {"max_epochs": 10},
+        "paths": {"output_dir": "/old/place/run"},
+        "callbacks": {"last": {"dirpath": "/old/place/run/checkpoints"}},
+        "resume": None,
+        "ckpt_path": None,
+    }
+    OmegaConf.save(OmegaConf.create(saved), run_dir / "config_resolved.yaml")
+    now = OmegaConf.create(
+        {**saved, "seed": 42, "model": {"optimizer": {"lr": 9.0}, "compile": True},
+         "data": {"root": "/data/b", "batch_size": 2, "num_workers": 1}, "trainer": {"max_epochs": 30},
+         "paths": {"output_dir": str(run_dir)}}
+    )
+    cfg = resume_config(now, run_dir, ["trainer.max_epochs=30", "data.num_workers=1", "model.compile=true",
+                                       "data.root=/data/b", f"resume={run_dir}"])
+    assert cfg.trainer.max_epochs == 30 and cfg.data.num_workers == 1 and cfg.model.compile is True
+    assert cfg.data.root == "/data/b" and cfg.seed == 3 and cfg.model.optimizer.lr == 0.1 and cfg.data.batch_size == 8
+    assert cfg.callbacks.last.dirpath == f"{run_dir}/checkpoints"  # moved with the folder
+    assert cfg.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt") and cfg.resume == str(run_dir)
+    assert refused_overrides(OmegaConf.create(saved), now, ["seed", "model.optimizer.lr", "model.compile"]) == [
+        "seed=42 (the run has 3)",
+        "model.optimizer.lr=9.0 (the run has 0.1)",
+    ]
+    with pytest.raises(ValueError, match="seed=42"):
+        resume_config(now, run_dir, ["seed=42"])
+    assert not refused_overrides(OmegaConf.create(saved), OmegaConf.create(saved), ["seed"])  # the same value is fine
+
+
+def test_cut_csv_log(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,step\n0,1.0,0\n0,0.9,1\n0,,2\n1,0.7,3\n")
+    assert cut_csv_log(path, 1) == 2
+    assert path.read_text().splitlines() == ["epoch,loss,step", "0,1.0,0", "0,0.9,1"]
+    assert cut_csv_log(tmp_path / "missing.csv", 1) == 0
