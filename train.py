@@ -2,13 +2,12 @@
 
 ``resume=<run dir>`` / ``resume=latest`` continue a run (:mod:`rsa_lightning.resume`); ``-m`` runs a sweep, one job
 folder each, summarised by :mod:`rsa_lightning.sweeps`. Every job writes ``result.json`` into its folder, also when
-it fails (the traceback then goes to its own ``train.log`` too).
+it fails (the traceback then goes to its own ``train.log`` too, and a sweep goes on with its next job).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -45,8 +44,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.exception("training failed")  # into this job's train.log, not only at the end of a sweep
         write_result(output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err)
-        if multirun:  # the sweep goes on; its summary lists the failure and the sweep exits with status 1
-            return math.nan
+        if multirun:  # the sweep goes on (Optuna marks the trial failed); its summary lists the failure at the end
+            return None
         raise
     if rank_zero_only.rank != 0:  # the other DDP processes: rank 0 reports
         return None
@@ -64,8 +63,7 @@ def main(cfg: DictConfig) -> float | None:
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     optimized = cfg.get("optimized_metric")
-    value = metrics.get(optimized) if optimized else None
-    return value if value is not None or not multirun else math.nan
+    return metrics.get(optimized) if optimized else None
 
 
 if __name__ == "__main__":

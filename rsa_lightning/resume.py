@@ -14,8 +14,10 @@ newest checkpoint of the run folder (``checkpoints/last.ckpt``, or a SLURM ``hpc
 - Hydra writes this invocation's ``.hydra/`` files under ``.hydra/resumed/<time>/`` (the run's own stay) and appends
   to ``train.log``.
 
-A SLURM job requeued after its time limit runs the same command again in the same folder (``slurm-<job id>``); a
-run folder that already holds a config and a checkpoint is resumed the same way (:func:`requeued_run_dir`).
+A SLURM job requeued after its time limit (or pre-empted) runs the same command again in the same folder
+(``slurm-<job id>`` for a batch job, ``<sweep dir>/<n>`` for a submitit sweep job); when that folder holds a config
+and a checkpoint it is resumed the same way (:func:`requeued_run_dir`), from the newest of ``last.ckpt`` and
+Lightning's ``hpc_ckpt_<n>.ckpt``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rsa_lightning.callbacks.resume import LOG_STEP_KEY, WANDB_ID_KEY
-from rsa_lightning.utils.config import RUN_NAME_ENV, overridden_keys, slurm_run_name
+from rsa_lightning.utils.config import overridden_keys, slurm_run_name
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +108,11 @@ def _resumable(path: Path) -> bool:
 
 
 def requeued_run_dir(output_dir: Path, environ: Optional[dict[str, str]] = None) -> Optional[Path]:
-    """The run folder of a requeued SLURM job (named after the job, already holding a config and a checkpoint), which
-    must resume rather than start over; None otherwise."""
+    """``output_dir`` when this is a SLURM job that SLURM has requeued (``SLURM_RESTART_COUNT`` >= 1, e.g. after
+    Lightning's auto-requeue at the time limit, or a pre-emption) and the folder holds a config and a checkpoint: the
+    job must continue that run, not start it over. None otherwise."""
     environ = os.environ if environ is None else environ
-    name = slurm_run_name(environ)
-    if name is None or environ.get(RUN_NAME_ENV) != name or output_dir.name != name:
+    if slurm_run_name(environ) is None or int(environ.get("SLURM_RESTART_COUNT") or 0) < 1:
         return None
     return output_dir if _resumable(output_dir) else None
 

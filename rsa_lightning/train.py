@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
 
 from rsa_lightning.resume import (
     CONFIG_FILE,
@@ -31,6 +33,8 @@ from rsa_lightning.resume import (
 from rsa_lightning.utils.config import is_launched_as_rank_zero, resolved_container
 from rsa_lightning.utils.csv_logger import METRICS_FILE, cut_csv_log
 from rsa_lightning.utils.instantiate import instantiate_collection
+from rsa_lightning.utils.run_info import run_info, write_run_info
+from rsa_lightning.utils.wandb_offline import replay_lost_history
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +152,21 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
     if trainer.is_global_zero:  # known from the launcher's variables once the Trainer exists
         # read by the ConfigInCheckpoint callback (conf/callbacks/config_in_checkpoint.yaml) at setup
         OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
-        num_params = sum(p.numel() for p in model.parameters())
-        log.info("%s parameters; output dir %s", f"{num_params:,}", output_dir)
+        datamodule.prepare_data()  # e.g. generates the synthetic videos, so that run_info can count them
+        info = run_info(cfg, model, datamodule)
+        write_run_info(info, output_dir)
+        macs = (info.get("cost") or {}).get("gmacs_per_view")
+        log.info(
+            "%s parameters, %s GMACs per view; output dir %s",
+            f"{info['params']['total']:,}",
+            "?" if macs is None else f"{macs:.3f}",
+            output_dir,
+        )
         for lg in loggers:
             lg.log_hyperparams(config)
+            lg.log_hyperparams({"run_info": info})  # one top-level key: CSV/TensorBoard merge hparams shallowly
+        if cfg.get("resume"):
+            _replay_offline_wandb(loggers)
 
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -167,6 +182,20 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics["time_min"] = (time.time() - start) / 60.0
     return metrics
+
+
+def _replay_offline_wandb(loggers: Sequence[Any]) -> None:
+    """A resumed run's offline W&B logger logs again the CSV rows the killed process's offline folder lacks."""
+    csv_logger = next((lg for lg in loggers if isinstance(lg, CSVLogger)), None)
+    offline = [lg for lg in loggers if type(lg).__name__ == "WandbLogger" and getattr(lg, "_offline", False)]
+    if csv_logger is None or not offline:
+        return
+    path = Path(csv_logger.log_dir) / METRICS_FILE
+    if path.is_file():
+        with path.open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        for lg in offline:
+            replay_lost_history(lg, rows)
 
 
 def _finish_wandb(exit_code: int) -> None:

@@ -7,6 +7,7 @@ itself (emulated here with the variables ``srun`` sets). Either way exactly one 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -264,3 +265,30 @@ def test_different_run_dirs_across_ranks_stop_the_run():
     SameRunDirOnAllRanks("/logs/a").setup(_Trainer("/logs/a"), None, "fit")
     with pytest.raises(RuntimeError, match="same hydra.run.dir"):
         SameRunDirOnAllRanks("/logs/b").setup(_Trainer("/logs/a"), None, "fit")
+
+
+def test_multirun_with_ddp_trains_every_job(tmp_path, data_root):
+    """``-m seed=1,2 trainer=ddp_cpu``: each job is trained by two processes in its own folder, and the processes
+    Lightning starts for a job run that job (not the command line's whole sweep into a sweep folder of their own)."""
+    sweep, logs = tmp_path / "sweep", tmp_path / "logs"
+    proc = run_train(
+        "-m",
+        "seed=1,2",
+        "trainer=ddp_cpu",
+        *tiny_synthetic_overrides(data_root),
+        *TINY_RUN,
+        f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={logs}",
+    )
+    output = finish(proc)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        result = json.loads((job / "result.json").read_text())
+        assert result["status"] == "completed" and result["value"] is not None
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert len(list((job / "csv").glob("metrics.csv"))) == 1
+    assert output.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 2  # one second process per job
+    assert not logs.exists() or not list(logs.rglob("multirun.yaml"))  # no stray sweep of a second process
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and all("completed" in line for line in summary[1:])

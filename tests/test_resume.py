@@ -20,6 +20,7 @@ from conftest import ROOT, tiny_synthetic_overrides
 
 from rsa_lightning.resume import find_run_dir, refused_overrides, resume_config
 from rsa_lightning.utils.csv_logger import cut_csv_log
+from rsa_lightning.utils.wandb_offline import STEP_KEY, history_rows
 
 STEPS_PER_EPOCH = 5  # 20 generated training videos, batch 4
 KILL_AT_STEP = 8  # epoch 1, batch 3: two steps after the step checkpoint at 6
@@ -45,7 +46,9 @@ def run(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.Compl
         timeout=600,
     )
     if check:
-        assert proc.returncode == 0, f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, (
+            f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -76,24 +79,11 @@ def csv_rows(run_dir: Path) -> list[dict[str, str]]:
 
 def wandb_runs(run_dir: Path) -> dict[str, list[set[int]]]:
     """Offline W&B runs of a run folder: run id -> the ``trainer/global_step`` values of each offline folder."""
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
-
     runs: dict[str, list[set[int]]] = {}
     for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
-        store = datastore.DataStore()
-        store.open_for_scan(str(next(folder.glob("*.wandb"))))
-        steps, run_id = set(), None
-        while (data := store.scan_data()) is not None:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") == "run":
-                run_id = record.run.run_id
-            elif record.WhichOneof("record_type") == "history":
-                for item in record.history.item:
-                    if item.key == "trainer/global_step" or item.nested_key == ["trainer/global_step"]:
-                        steps.add(int(float(item.value_json)))
-        runs.setdefault(run_id or folder.name.rsplit("-", 1)[-1], []).append(steps)
+        run_id = folder.name.rsplit("-", 1)[-1]
+        rows = history_rows(folder / f"run-{run_id}.wandb")
+        runs.setdefault(run_id, []).append({int(r[STEP_KEY]) for r in rows if STEP_KEY in r})
     return runs
 
 
@@ -106,7 +96,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     run(tmp, *run_overrides(tmp, whole, done))
     marker = tmp / "killed_marker"
     proc = run(tmp, *run_overrides(tmp, killed, marker), check=False)
-    assert proc.returncode == -9 and marker.exists(), f"expected a SIGKILL at step {KILL_AT_STEP}:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == -9 and marker.exists(), (
+        f"expected a SIGKILL at step {KILL_AT_STEP}:\n{proc.stderr[-3000:]}"
+    )
     return {"tmp": tmp, "whole": whole, "killed": killed}
 
 
@@ -137,7 +129,7 @@ def test_killed_run_resumes_with_nothing_lost(runs):
     # W&B: one run (one id) across the killed and the resumed process, with every step
     (run_id, parts), *others = wandb_runs(killed).items()
     assert not others and len(parts) == 2, f"expected one W&B run in two offline folders: {wandb_runs(killed)}"
-    (_, (whole_steps,)), = wandb_runs(whole).items()
+    ((_, (whole_steps,)),) = wandb_runs(whole).items()
     assert set().union(*parts) == whole_steps
     # TensorBoard continued in the same folder
     assert len(list((killed / "tensorboard").rglob("events.out.tfevents.*"))) == 2
@@ -187,12 +179,20 @@ def test_resume_config_keeps_the_run_and_applies_harmless_overrides(tmp_path):
     }
     OmegaConf.save(OmegaConf.create(saved), run_dir / "config_resolved.yaml")
     now = OmegaConf.create(
-        {**saved, "seed": 42, "model": {"optimizer": {"lr": 9.0}, "compile": True},
-         "data": {"root": "/data/b", "batch_size": 2, "num_workers": 1}, "trainer": {"max_epochs": 30},
-         "paths": {"output_dir": str(run_dir)}}
+        {
+            **saved,
+            "seed": 42,
+            "model": {"optimizer": {"lr": 9.0}, "compile": True},
+            "data": {"root": "/data/b", "batch_size": 2, "num_workers": 1},
+            "trainer": {"max_epochs": 30},
+            "paths": {"output_dir": str(run_dir)},
+        }
     )
-    cfg = resume_config(now, run_dir, ["trainer.max_epochs=30", "data.num_workers=1", "model.compile=true",
-                                       "data.root=/data/b", f"resume={run_dir}"])
+    cfg = resume_config(
+        now,
+        run_dir,
+        ["trainer.max_epochs=30", "data.num_workers=1", "model.compile=true", "data.root=/data/b", f"resume={run_dir}"],
+    )
     assert cfg.trainer.max_epochs == 30 and cfg.data.num_workers == 1 and cfg.model.compile is True
     assert cfg.data.root == "/data/b" and cfg.seed == 3 and cfg.model.optimizer.lr == 0.1 and cfg.data.batch_size == 8
     assert cfg.callbacks.last.dirpath == f"{run_dir}/checkpoints"  # moved with the folder
@@ -212,3 +212,17 @@ def test_cut_csv_log(tmp_path):
     assert cut_csv_log(path, 1) == 2
     assert path.read_text().splitlines() == ["epoch,loss,step", "0,1.0,0", "0,0.9,1"]
     assert cut_csv_log(tmp_path / "missing.csv", 1) == 0
+
+
+def test_a_requeued_slurm_job_resumes_its_folder(tmp_path):
+    from rsa_lightning.resume import requeued_run_dir
+
+    run_dir = tmp_path / "slurm-123"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config_resolved.yaml").write_text("seed: 1\n")
+    slurm = {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "123", "SLURM_JOB_NAME": "rsa"}
+    assert requeued_run_dir(run_dir, {**slurm, "SLURM_RESTART_COUNT": "1"}) is None  # no checkpoint yet
+    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"x")
+    assert requeued_run_dir(run_dir, {**slurm, "SLURM_RESTART_COUNT": "1"}) == run_dir
+    assert requeued_run_dir(run_dir, slurm) is None  # the first start of the job: a new run
+    assert requeued_run_dir(run_dir, {"SLURM_RESTART_COUNT": "1"}) is None  # not a SLURM job

@@ -107,7 +107,9 @@ class ResumableDataLoader(DataLoader):
         self.batches_done = batches_done
 
     def state_dict(self) -> dict[str, Any]:
-        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
+        sampler = self.sampler
+        if not isinstance(sampler, ResumableSampler):  # Lightning replaced it (trainer.overfit_batches)
+            return {}
         return {
             "epoch": sampler.epoch,
             "batches_done": int(self.batches_done()),
@@ -117,7 +119,9 @@ class ResumableDataLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
+        sampler = self.sampler
+        if not state or not isinstance(sampler, ResumableSampler):
+            return
         for key in ("batch_size", "num_replicas"):
             now = self.batch_size if key == "batch_size" else sampler.num_replicas
             if state[key] != now:
