@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from rsa_lightning.resume import check_resume_argument
 from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -69,4 +70,8 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     # DDP: every process of the run shares rank 0's run folder; only rank 0 writes .hydra/ and train.log there
     sys.argv = job_argv(os.environ, sys.argv) + distributed_launch_overrides(os.environ)
+    try:
+        check_resume_argument(sys.argv, Path(__file__).resolve().parent / "conf")
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
     main()

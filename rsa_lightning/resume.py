@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 LATEST = "latest"
 CONFIG_FILE = "config_resolved.yaml"
 # what is trained: overriding these when resuming is refused (unless the value equals the run's) ...
-FIXED_KEYS = ("model", "data", "seed", "task_name", "experiment", "hparams_search")
+FIXED_KEYS = ("model", "data", "seed", "task_name")
 # ... except these, which change how or where, not what
 CHANGEABLE_KEYS = (
     "data.root",
@@ -49,6 +49,8 @@ CHANGEABLE_KEYS = (
     "data.exclusions_file",
     "model.compile",
 )
+# groups whose options set keys all over the config (`# @package _global_`): refused when resuming
+PRESET_GROUPS = ("experiment", "hparams_search", "debug")
 # never taken from the command line when resuming: resume= decides them
 IGNORED_KEYS = ("resume",)
 
@@ -103,6 +105,30 @@ def find_run_dir(resume: str, task_dir: Path) -> Path:
     return path.resolve()
 
 
+def check_resume_argument(argv: Sequence[str], config_dir: Path) -> None:
+    """Checks ``resume=`` of a ``train.py`` command line before Hydra starts (which would report a bad value as a
+    long traceback about ``hydra.run.dir``). For ``latest`` the config is composed to find the task's log folder.
+
+    Raises:
+        FileNotFoundError: as :func:`find_run_dir`, with its message.
+    """
+    values = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("resume=")]
+    if not values or values[-1] in ("", "null"):
+        return
+    task_dir = Path(".")
+    if values[-1] == LATEST:
+        from hydra import compose, initialize_config_dir
+
+        overrides = [a for a in argv[1:] if "=" in a and not a.startswith(("hydra", "-", "resume="))]
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+                cfg = compose("train", overrides=overrides)
+            task_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
+        except Exception:  # a bad override: Hydra reports it when it composes the config itself
+            return
+    find_run_dir(values[-1], task_dir)
+
+
 def _resumable(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and latest_checkpoint(path) is not None
 
@@ -126,6 +152,9 @@ def refused_overrides(saved: DictConfig, composed: DictConfig, keys: Sequence[st
     """The overridden ``keys`` that would change what the run trains (see :data:`FIXED_KEYS`), with both values."""
     refused = []
     for key in keys:
+        if key in PRESET_GROUPS:
+            refused.append(f"{key}= (a preset of keys across the config; name the keys to change instead)")
+            continue
         fixed = key.split(".")[0] in FIXED_KEYS and not any(
             key == k or key.startswith(k + ".") for k in CHANGEABLE_KEYS
         )

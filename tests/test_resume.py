@@ -201,6 +201,9 @@ def test_resume_config_keeps_the_run_and_applies_harmless_overrides(tmp_path):
         "seed=42 (the run has 3)",
         "model.optimizer.lr=9.0 (the run has 0.1)",
     ]
+    assert refused_overrides(OmegaConf.create(saved), now, ["debug", "trainer.max_epochs"]) == [
+        "debug= (a preset of keys across the config; name the keys to change instead)"
+    ]
     with pytest.raises(ValueError, match="seed=42"):
         resume_config(now, run_dir, ["seed=42"])
     assert not refused_overrides(OmegaConf.create(saved), OmegaConf.create(saved), ["seed"])  # the same value is fine

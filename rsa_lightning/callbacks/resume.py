@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, Checkpoint
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 from torchmetrics import Metric
@@ -134,10 +134,12 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
     """``<dirpath>/last.ckpt``: what ``train.py resume=<run dir>`` continues from.
 
-    Written after every training epoch (after its validation) and, inside an epoch, after every
+    A Lightning ``Checkpoint`` callback, so Lightning runs it after the others (after ``ModelCheckpoint`` has
+    recorded the epoch's best, which the file then holds). Written after every training epoch (after its validation)
+    and, inside an epoch, after every
     ``every_n_train_steps`` optimiser steps and whenever ``every_n_minutes`` have passed since the last save (rank 0's
     clock decides for all processes). Each save replaces the previous one atomically (a temporary file renamed over
     it), so a process killed while saving leaves the last complete checkpoint.
