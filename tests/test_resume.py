@@ -229,3 +229,49 @@ def test_a_requeued_slurm_job_resumes_its_folder(tmp_path):
     assert requeued_run_dir(run_dir, {**slurm, "SLURM_RESTART_COUNT": "1"}) == run_dir
     assert requeued_run_dir(run_dir, slurm) is None  # the first start of the job: a new run
     assert requeued_run_dir(run_dir, {"SLURM_RESTART_COUNT": "1"}) is None  # not a SLURM job
+
+
+def test_resumable_sampler_positions_and_seeds():
+    from rsa_lightning.data.resumable import ResumableDataLoader, ResumableSampler, SampleKey, sample_seed
+
+    class Keys(torch.utils.data.Dataset):  # a dataset of 10 that returns the key it is indexed with
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, key):
+            return key
+
+    data = list(range(10))
+    ranks = [ResumableSampler(data, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(4)
+    shards = [list(s) for s in ranks]
+    assert sorted(k.index for shard in shards for k in shard) == data  # the two ranks split the epoch
+    assert all(k.seed == sample_seed(3, 4, k.index) for shard in shards for k in shard)
+    assert sample_seed(3, 4, 1) != sample_seed(3, 5, 1) != sample_seed(4, 4, 1)
+
+    whole = ResumableSampler(data, seed=3)
+    whole.set_epoch(1)
+    epoch1 = list(whole)
+    assert [k.index for k in epoch1] != [k.index for k in list(ResumableSampler(data, seed=3))]  # epochs differ
+    position = {"value": (2, False)}
+    loader = ResumableDataLoader(
+        Keys(),
+        sampler=ResumableSampler(data, seed=0),
+        batch_size=3,
+        batches_done=lambda: position["value"],
+        collate_fn=lambda keys: keys,
+        drop_last=True,
+    )
+    loader.sampler.set_epoch(1)
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batches_done": 2, "epoch_done": False, "batch_size": 3, "seed": 0, "num_replicas": 1}
+    state["seed"] = 3
+    loader.load_state_dict(state)
+    assert [k for batch in loader for k in batch] == epoch1[6:9]  # the rest of epoch 1 (the last batch is dropped)
+    assert len(list(loader)) == 3  # the next iteration starts at 0 again
+    loader.load_state_dict({**state, "epoch_done": True})
+    assert loader.sampler.epoch == 2 and len(list(loader)) == 3  # an ended epoch: the next one from its start
+    with pytest.raises(ValueError, match="data.batch_size"):
+        loader.load_state_dict({**state, "batch_size": 4})
+    assert isinstance(epoch1[0], SampleKey)

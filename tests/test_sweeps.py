@@ -292,9 +292,9 @@ def test_grid_sweep_reports_itself_with_one_wandb_run_per_job(tmp_path):
     names = set()
     for job, run_file in zip(jobs, run_files):
         overrides = list(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-        name = HydraJob(task_name="train", model="rsa_tiny", overrides=overrides).run_name()
+        name = HydraJob(task_name="debug", model="rsa_tiny", overrides=overrides).run_name()
         assert name.startswith("rsa_tiny +model.optimizer.momentum=") and "logger" not in name
         data = run_file.read_bytes()  # the run record holds its display name and group
-        assert name.encode() in data and f"train/{sweep.name}".encode() in data, (job, name)
+        assert name.encode() in data and f"debug/{sweep.name}".encode() in data, (job, name)
         names.add(name)
     assert len(names) == 4

@@ -257,9 +257,13 @@ class VideoDataModule(pl.LightningDataModule):
             "generator": torch.Generator().manual_seed(0 if self.seed is None else self.seed),
         }
 
-    def _batches_done(self) -> int:
+    def _batches_done(self) -> tuple[int, bool]:
+        """Batches of the current epoch the training loop has finished, and whether the epoch is done."""
         trainer = self.trainer
-        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if trainer is None:
+            return 0, False
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done, done >= trainer.num_training_batches
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

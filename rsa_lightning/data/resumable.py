@@ -86,12 +86,15 @@ class ResumableDataLoader(DataLoader):
     Args:
         dataset / batch_size / ``**kwargs``: as for ``DataLoader`` (no ``shuffle``: the sampler shuffles).
         sampler: the :class:`ResumableSampler`.
-        batches_done: returns how many batches of the current epoch the training loop has finished (the DataModule
-            passes ``trainer.fit_loop.epoch_loop.batch_progress.current.processed``); ``state_dict`` stores it.
+        batches_done: returns how many batches of the current epoch the training loop has finished and whether that
+            ends the epoch (the DataModule passes ``trainer.fit_loop.epoch_loop.batch_progress.current.processed``,
+            compared with ``trainer.num_training_batches``, which ``limit_train_batches`` may make shorter than the
+            loader); ``state_dict`` stores both.
 
-    ``state_dict()`` -> ``{"epoch", "batches_done", "batch_size", "seed", "num_replicas"}``; ``load_state_dict``
-    makes the next iteration start after those batches (a different ``batch_size`` or process count is refused
-    with a message: the position would not mean the same samples).
+    ``state_dict()`` -> ``{"epoch", "batches_done", "epoch_done", "batch_size", "seed", "num_replicas"}``;
+    ``load_state_dict`` makes the next iteration start after those batches, or at the start of the next epoch when
+    the saved one was done (a different ``batch_size`` or process count inside an epoch is refused with a message:
+    the position would not mean the same samples).
     """
 
     def __init__(
@@ -100,7 +103,7 @@ class ResumableDataLoader(DataLoader):
         *,
         sampler: ResumableSampler,
         batch_size: int,
-        batches_done: Callable[[], int],
+        batches_done: Callable[[], tuple[int, bool]],
         **kwargs: Any,
     ) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
@@ -110,9 +113,11 @@ class ResumableDataLoader(DataLoader):
         sampler = self.sampler
         if not isinstance(sampler, ResumableSampler):  # Lightning replaced it (trainer.overfit_batches)
             return {}
+        batches, epoch_done = self.batches_done()
         return {
             "epoch": sampler.epoch,
-            "batches_done": int(self.batches_done()),
+            "batches_done": int(batches),
+            "epoch_done": bool(epoch_done),
             "batch_size": self.batch_size,
             "seed": sampler.seed,
             "num_replicas": sampler.num_replicas,
@@ -122,6 +127,10 @@ class ResumableDataLoader(DataLoader):
         sampler = self.sampler
         if not state or not isinstance(sampler, ResumableSampler):
             return
+        sampler.seed = state["seed"]
+        if state.get("epoch_done"):  # saved at the end of an epoch: the next one starts from its first sample
+            sampler.start_epoch(state["epoch"] + 1, 0)
+            return
         for key in ("batch_size", "num_replicas"):
             now = self.batch_size if key == "batch_size" else sampler.num_replicas
             if state[key] != now:
@@ -130,7 +139,6 @@ class ResumableDataLoader(DataLoader):
                     "inside an epoch needs the same data.batch_size and number of processes (or resume from an "
                     "end-of-epoch checkpoint)"
                 )
-        sampler.seed = state["seed"]
         skip = min(state["batches_done"] * self.batch_size, sampler.num_samples)
         sampler.start_epoch(state["epoch"], skip)
         if skip:
@@ -144,7 +152,7 @@ def resumable_loader(
     batch_size: int,
     num_replicas: int,
     rank: int,
-    batches_done: Callable[[], int],
+    batches_done: Callable[[], tuple[int, bool]],
     **kwargs: Any,
 ) -> ResumableDataLoader:
     """The training loader: :class:`ResumableSampler` (``seed=None``: a random seed, logged) in a
