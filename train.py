@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rsa_lightning.resume import check_resume_argument
+from rsa_lightning.resume import NothingToResume, check_resume_argument
 from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -40,6 +40,9 @@ def main(cfg: DictConfig) -> float | None:
     start = time.time()
     try:
         metrics = train(cfg, overrides)
+    except NothingToResume as done:  # nothing trained, nothing written
+        log.info("%s", done)
+        return None
     except Exception as err:
         if rank_zero_only.rank != 0:
             raise
@@ -58,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
     if "val/acc1" in metrics:
         log.info("final validation top-1: %.2f%%", 100 * metrics["val/acc1"])
     monitor = cfg.data.get("monitor")
-    if f"best/{monitor}" in metrics:  # a checkpoint callback monitored it
+    if f"best/{monitor}" in metrics and monitor in metrics:  # a checkpoint callback monitored it
         final, best = 100 * metrics[monitor], 100 * metrics[f"best/{monitor}"]
         log.info("checkpoint monitor %s: final %.2f%%, best epoch %.2f%%", monitor, final, best)
     if "best_checkpoint" in metrics:
@@ -72,6 +75,9 @@ if __name__ == "__main__":
     sys.argv = job_argv(os.environ, sys.argv) + distributed_launch_overrides(os.environ)
     try:
         check_resume_argument(sys.argv, Path(__file__).resolve().parent / "conf")
-    except FileNotFoundError as err:
+    except NothingToResume as done:
+        print(done)
+        sys.exit(0)
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     main()

@@ -95,6 +95,8 @@ def find_run_dir(resume: str, task_dir: Path) -> Path:
             f"resume={resume} is a checkpoint file; pass its run folder (resume=<run dir>): the run's config and "
             "logs live there, and its newest checkpoint is chosen"
         )
+    if path.is_file():
+        raise FileNotFoundError(f"resume={resume} is a file; pass its run folder (the folder holding .hydra/, csv/...)")
     if not path.is_dir():
         raise FileNotFoundError(f"resume={resume}: no such folder; pass a training run folder or resume=latest")
     if not (path / CONFIG_FILE).is_file():
@@ -105,28 +107,79 @@ def find_run_dir(resume: str, task_dir: Path) -> Path:
     return path.resolve()
 
 
+class NothingToResume(Exception):
+    """The run has already trained what its config asks for (``trainer.max_epochs`` / ``max_steps``)."""
+
+
+def finished_message(run_dir: Path, checkpoint: Path, cfg: DictConfig) -> Optional[str]:
+    """Why resuming ``run_dir`` from ``checkpoint`` with ``cfg`` would train nothing, or None. Lightning stops when the
+    finished epochs reach ``trainer.max_epochs`` or the optimiser steps ``trainer.max_steps``."""
+    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps") or -1
+    if epochs is not None and max_epochs not in (None, -1) and epochs >= max_epochs:
+        done = f"{epochs} of trainer.max_epochs={max_epochs} epochs"
+    elif max_steps > 0 and state.get("global_step", 0) >= max_steps:
+        done = f"{state['global_step']} of trainer.max_steps={max_steps} steps"
+    else:
+        return None
+    return f"{run_dir} has already trained {done}; to train it further, raise that limit: resume={run_dir} " + (
+        f"trainer.max_epochs={max_epochs + 1 if epochs is None else epochs + 1}"
+        if "epochs" in done
+        else f"trainer.max_steps={max_steps * 2}"
+    )
+
+
 def check_resume_argument(argv: Sequence[str], config_dir: Path) -> None:
-    """Checks ``resume=`` of a ``train.py`` command line before Hydra starts (which would report a bad value as a
-    long traceback about ``hydra.run.dir``). For ``latest`` the config is composed to find the task's log folder.
+    """Checks ``resume=`` of a ``train.py`` command line before Hydra starts, so that a bad value or a refused
+    override gets a short message and nothing is written into the run folder (Hydra would first create this
+    invocation's ``.hydra/`` files there and log the error as a traceback into the run's ``train.log``).
+
+    Composes ``conf/train.yaml`` with the command line's overrides as :func:`resume_config` will see them. An override
+    Hydra itself cannot compose is left for Hydra to report.
 
     Raises:
-        FileNotFoundError: as :func:`find_run_dir`, with its message.
+        ValueError: an empty ``resume=``, ``resume=`` in a multirun, or a refused override (see :func:`resume_config`).
+        FileNotFoundError: as :func:`find_run_dir`; a run without a checkpoint.
+        NothingToResume: the run has already finished what its config asks for.
     """
     values = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("resume=")]
-    if not values or values[-1] in ("", "null"):
+    if not values or values[-1] == "null":
         return
-    task_dir = Path(".")
-    if values[-1] == LATEST:
-        from hydra import compose, initialize_config_dir
+    resume = values[-1]
+    if resume == "":
+        raise ValueError("resume= needs a value: a training run folder, or latest (resume=null starts a new run)")
+    if any(arg in ("-m", "--multirun") for arg in argv[1:]):
+        raise ValueError("resume= continues one run in its own folder; it cannot be part of a multirun (-m)")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
-        overrides = [a for a in argv[1:] if "=" in a and not a.startswith(("hydra", "-", "resume="))]
+    overrides = [arg for arg in argv[1:] if "=" in arg and not arg.startswith(("-", "hydra."))]
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        task_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
+    except Exception:  # a bad override: Hydra reports it when it composes the config itself
+        return
+    run_dir = find_run_dir(resume, task_dir)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+            del cfg.hydra
         try:
-            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-                cfg = compose("train", overrides=overrides)
-            task_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
-        except Exception:  # a bad override: Hydra reports it when it composes the config itself
+            resumed = resume_config(cfg, run_dir, overrides)
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception:  # something only Hydra's own run can resolve: train() checks again there
             return
-    find_run_dir(values[-1], task_dir)
+        message = finished_message(run_dir, Path(resumed.ckpt_path), resumed)
+        if message:
+            raise NothingToResume(message)
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def _resumable(path: Path) -> bool:

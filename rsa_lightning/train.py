@@ -23,8 +23,10 @@ from pytorch_lightning.loggers import CSVLogger
 from rsa_lightning.resume import (
     CONFIG_FILE,
     LATEST,
+    NothingToResume,
     checkpoint_resume_info,
     find_run_dir,
+    finished_message,
     is_csv,
     is_wandb,
     requeued_run_dir,
@@ -73,6 +75,9 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
     if not (output_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{output_dir / CONFIG_FILE} does not exist: {output_dir} is not a run to resume")
     resumed = resume_config(cfg, output_dir.resolve(), overrides)
+    finished = finished_message(output_dir, Path(resumed.ckpt_path), resumed)
+    if finished:
+        raise NothingToResume(finished)
     info = checkpoint_resume_info(Path(resumed.ckpt_path))
     log.info("resuming %s from %s", output_dir, resumed.ckpt_path)
     for name, logger_cfg in (resumed.get("logger") or {}).items():

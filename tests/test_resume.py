@@ -52,7 +52,7 @@ def run(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def run_overrides(tmp_path: Path, run_dir: Path, marker: Path) -> list[str]:
+def run_overrides(tmp_path: Path, run_dir: Path, marker: Path, kill_at: int = KILL_AT_STEP) -> list[str]:
     return [
         *tiny_synthetic_overrides(tmp_path / "data"),
         f"hydra.run.dir={run_dir}",
@@ -67,7 +67,7 @@ def run_overrides(tmp_path: Path, run_dir: Path, marker: Path) -> list[str]:
         "callbacks.model_summary.max_depth=0",
         "callbacks.last_checkpoint.every_n_train_steps=3",
         "+callbacks.kill._target_=kill_switch.KillAtStep",
-        f"+callbacks.kill.step={KILL_AT_STEP}",
+        f"+callbacks.kill.step={kill_at}",
         f"+callbacks.kill.marker={marker}",
     ]
 
@@ -99,7 +99,29 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert proc.returncode == -9 and marker.exists(), (
         f"expected a SIGKILL at step {KILL_AT_STEP}:\n{proc.stderr[-3000:]}"
     )
-    return {"tmp": tmp, "whole": whole, "killed": killed}
+    # killed as the second epoch starts: the newest checkpoint is the end of the first epoch
+    at_epoch_end = tmp / "killed_at_epoch_end"
+    proc = run(tmp, *run_overrides(tmp, at_epoch_end, tmp / "marker2", kill_at=STEPS_PER_EPOCH), check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    return {"tmp": tmp, "whole": whole, "killed": killed, "at_epoch_end": at_epoch_end}
+
+
+def test_run_killed_after_an_epoch_resumes_with_the_next_epoch(runs):
+    whole, killed = runs["whole"], runs["at_epoch_end"]
+    last = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == STEPS_PER_EPOCH and last["epoch"] == 0  # the end-of-epoch checkpoint
+    run(runs["tmp"], f"resume={killed}")
+    ref = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    out = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert out["global_step"] == ref["global_step"]
+    for name, value in ref["state_dict"].items():
+        assert torch.equal(value, out["state_dict"][name]), f"{name} differs from the uninterrupted run"
+    assert csv_rows(killed) == csv_rows(whole)
+    # resuming a finished run trains nothing, writes nothing and says how to go on
+    before = sorted(p.name for p in killed.rglob("*"))
+    done = run(runs["tmp"], f"resume={killed}")
+    assert "has already trained 2 of trainer.max_epochs=2 epochs" in done.stdout
+    assert "trainer.max_epochs=3" in done.stdout and sorted(p.name for p in killed.rglob("*")) == before
 
 
 def test_killed_run_resumes_with_nothing_lost(runs):
@@ -109,10 +131,15 @@ def test_killed_run_resumes_with_nothing_lost(runs):
     rows_before = csv_rows(killed)
     assert max(int(r["step"]) for r in rows_before) >= 6  # steps after the checkpoint were logged, then lost
 
+    files_before = sorted(p.name for p in killed.rglob("*"))
+    log_before = (killed / "train.log").read_text()
     refused = run(tmp, f"resume={killed}", "model.optimizer.lr=0.5", "data.batch_size=2", check=False)
     assert refused.returncode != 0
     assert "model.optimizer.lr" in refused.stderr and "data.batch_size" in refused.stderr
-    assert csv_rows(killed) == rows_before  # a refused resume changes nothing
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    # a refused resume changes nothing in the run folder
+    assert csv_rows(killed) == rows_before and (killed / "train.log").read_text() == log_before
+    assert sorted(p.name for p in killed.rglob("*")) == files_before
 
     resumed = run(tmp, f"resume={killed}", "data.num_workers=0")
     assert "resuming" in resumed.stdout + resumed.stderr

@@ -60,7 +60,7 @@ class ResumeState(Callback):
         kind, keys, pos, has_gauss, gauss = states["numpy"]
         states["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(gauss))
         checkpoint[RNG_KEY] = states
-        checkpoint[LOG_STEP_KEY] = int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+        checkpoint[LOG_STEP_KEY] = logging_step(trainer)
         run_id = wandb_run_id(trainer)
         if run_id is not None:
             checkpoint[WANDB_ID_KEY] = run_id
@@ -81,6 +81,13 @@ class ResumeState(Callback):
         fit_loop = trainer.fit_loop
         if not states or fit_loop._combined_loader is None or fit_loop._data_fetcher is None:
             return
+        # a checkpoint from the end of an epoch (or one that predates the "epoch_done" key): the epoch Lightning
+        # continues with is a new one, which the loader starts from its first sample
+        finished_epochs = fit_loop.epoch_progress.current.processed
+        states = [
+            {**state, "epoch_done": True} if state.get("epoch", finished_epochs) < finished_epochs else state
+            for state in states
+        ]
         fit_loop._combined_loader._load_state_dicts(states)
         iter(fit_loop._data_fetcher)
         metric_states, self._metric_states = self._metric_states, {}
@@ -103,6 +110,17 @@ class ResumeState(Callback):
         kind, keys, pos, has_gauss, gauss = states["numpy"]
         states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
         _set_rng_states(states)
+
+
+def logging_step(trainer: pl.Trainer) -> int:
+    """The last logging step whose rows belong before a checkpoint saved now: rows of later steps are logged again
+    by a run resumed from it. Lightning logs with ``fit_loop.epoch_loop._batches_that_stepped``, which it increments
+    after a batch's ``on_train_batch_end`` (that batch's rows are logged after a save there, and not again on resume),
+    so at the end of an epoch (every batch completed) the count already points at the next epoch's first step."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    step = int(epoch_loop._batches_that_stepped)
+    progress = epoch_loop.batch_progress.current
+    return step - 1 if progress.completed == progress.processed and progress.processed > 0 else step
 
 
 def running_metric_states(module: nn.Module) -> dict[str, dict[str, Any]]:
