@@ -96,13 +96,18 @@ def find_run_dir(resume: str, task_dir: Path) -> Path:
             "logs live there, and its newest checkpoint is chosen"
         )
     if path.is_file():
-        raise FileNotFoundError(f"resume={resume} is a file; pass its run folder (the folder holding .hydra/, csv/...)")
+        raise FileNotFoundError(
+            f"resume={resume} is a file; pass the run folder (the one holding {CONFIG_FILE}, e.g. {path.parent})"
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"resume={resume}: no such folder; pass a training run folder or resume=latest")
     if not (path / CONFIG_FILE).is_file():
+        parent = (
+            f" (did you mean its parent, {path.resolve().parent}?)" if (path / ".." / CONFIG_FILE).is_file() else ""
+        )
         raise FileNotFoundError(
-            f"resume={resume}: {path / CONFIG_FILE} does not exist; this is not an rsa_lightning training run folder "
-            "(or the run stopped before training started: start it again)"
+            f"resume={resume}: {path / CONFIG_FILE} does not exist; this is not an rsa_lightning training run folder"
+            f"{parent} (or the run stopped before training started: start it again)"
         )
     return path.resolve()
 
@@ -201,6 +206,13 @@ def _differs(saved: DictConfig, composed: DictConfig, key: str) -> bool:
     return OmegaConf.select(saved, key, default=missing) != OmegaConf.select(composed, key, default=missing)
 
 
+def deleted_keys(overrides: Sequence[str]) -> list[str]:
+    """Keys and groups deleted on the command line (``~model.optimizer``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_delete()]
+
+
 def refused_overrides(saved: DictConfig, composed: DictConfig, keys: Sequence[str]) -> list[str]:
     """The overridden ``keys`` that would change what the run trains (see :data:`FIXED_KEYS`), with both values."""
     refused = []
@@ -238,6 +250,7 @@ def resume_config(composed: DictConfig, run_dir: Path, overrides: Sequence[str])
     if "ckpt_path" in keys and now.get("ckpt_path") is not None:
         raise ValueError(f"resume={run_dir} picks the checkpoint to continue from; leave out ckpt_path=")
     refused = refused_overrides(saved, now, keys)
+    refused += [f"~{key} (deleting a key)" for key in deleted_keys(overrides) if key.split(".")[0] in FIXED_KEYS]
     if refused:
         raise ValueError(
             f"resume={run_dir} continues that run as it was configured; these overrides would change what it trains: "
@@ -281,6 +294,10 @@ def checkpoint_resume_info(path: Path) -> dict[str, Any]:
 def is_wandb(logger_cfg: Any) -> bool:
     target = str(getattr(logger_cfg, "get", lambda *_: "")("_target_", ""))
     return target.endswith("wandb_logger") or target.endswith("WandbLogger")
+
+
+def is_tensorboard(logger_cfg: Any) -> bool:
+    return str(getattr(logger_cfg, "get", lambda *_: "")("_target_", "")).endswith("TensorBoardLogger")
 
 
 def is_csv(logger_cfg: Any) -> bool:

@@ -28,6 +28,7 @@ from rsa_lightning.resume import (
     find_run_dir,
     finished_message,
     is_csv,
+    is_tensorboard,
     is_wandb,
     requeued_run_dir,
     resume_config,
@@ -84,6 +85,10 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
         if is_wandb(logger_cfg) and info["wandb_run_id"]:
             logger_cfg.id = info["wandb_run_id"]
             log.info("W&B: continuing run %s (logger.%s)", info["wandb_run_id"], name)
+        if is_tensorboard(logger_cfg) and info["log_step"] is not None:
+            # TensorBoard drops the points of earlier event files from this step on (the killed process logged them
+            # after its checkpoint; this run logs them again)
+            logger_cfg.purge_step = info["log_step"] + 1
         if is_csv(logger_cfg) and info["log_step"] is not None and is_launched_as_rank_zero(os.environ):
             csv_dir = Path(logger_cfg.save_dir) / (logger_cfg.get("name") or "") / str(logger_cfg.get("version") or "")
             dropped = cut_csv_log(csv_dir / METRICS_FILE, info["log_step"])

@@ -87,6 +87,15 @@ def wandb_runs(run_dir: Path) -> dict[str, list[set[int]]]:
     return runs
 
 
+def tensorboard_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run's TensorBoard folder as TensorBoard shows it: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("resume")
@@ -117,6 +126,7 @@ def test_run_killed_after_an_epoch_resumes_with_the_next_epoch(runs):
     for name, value in ref["state_dict"].items():
         assert torch.equal(value, out["state_dict"][name]), f"{name} differs from the uninterrupted run"
     assert csv_rows(killed) == csv_rows(whole)
+    assert tensorboard_points(killed) == tensorboard_points(whole)  # the killed process's extra points are purged
     # resuming a finished run trains nothing, writes nothing and says how to go on
     before = sorted(p.name for p in killed.rglob("*"))
     done = run(runs["tmp"], f"resume={killed}")
@@ -160,6 +170,7 @@ def test_killed_run_resumes_with_nothing_lost(runs):
     assert set().union(*parts) == whole_steps
     # TensorBoard continued in the same folder
     assert len(list((killed / "tensorboard").rglob("events.out.tfevents.*"))) == 2
+    assert tensorboard_points(killed) == tensorboard_points(whole)
     # this invocation's Hydra files went below the run's own
     assert (killed / ".hydra" / "overrides.yaml").read_text() != ""
     assert list((killed / ".hydra" / "resumed").glob("*/overrides.yaml"))
