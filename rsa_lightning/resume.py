@@ -116,24 +116,20 @@ class NothingToResume(Exception):
     """The run has already trained what its config asks for (``trainer.max_epochs`` / ``max_steps``)."""
 
 
-def finished_message(run_dir: Path, checkpoint: Path, cfg: DictConfig) -> Optional[str]:
-    """Why resuming ``run_dir`` from ``checkpoint`` with ``cfg`` would train nothing, or None. Lightning stops when the
-    finished epochs reach ``trainer.max_epochs`` or the optimiser steps ``trainer.max_steps``."""
-    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
-    epochs = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")
+def finished_message(run_dir: Path, info: dict[str, Any], cfg: DictConfig) -> Optional[str]:
+    """Why resuming ``run_dir`` from a checkpoint (its :func:`checkpoint_resume_info`) with ``cfg`` would train
+    nothing, or None. Lightning stops when the finished epochs reach ``trainer.max_epochs`` or the optimiser steps
+    ``trainer.max_steps``."""
+    epochs, steps = info["epochs_done"], info["global_step"]
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     max_steps = OmegaConf.select(cfg, "trainer.max_steps") or -1
     if epochs is not None and max_epochs not in (None, -1) and epochs >= max_epochs:
-        done = f"{epochs} of trainer.max_epochs={max_epochs} epochs"
-    elif max_steps > 0 and state.get("global_step", 0) >= max_steps:
-        done = f"{state['global_step']} of trainer.max_steps={max_steps} steps"
+        done, further = f"{epochs} of trainer.max_epochs={max_epochs} epochs", f"trainer.max_epochs={epochs + 1}"
+    elif max_steps > 0 and steps >= max_steps:
+        done, further = f"{steps} of trainer.max_steps={max_steps} steps", f"trainer.max_steps={2 * max_steps}"
     else:
         return None
-    return f"{run_dir} has already trained {done}; to train it further, raise that limit: resume={run_dir} " + (
-        f"trainer.max_epochs={max_epochs + 1 if epochs is None else epochs + 1}"
-        if "epochs" in done
-        else f"trainer.max_steps={max_steps * 2}"
-    )
+    return f"{run_dir} has already trained {done}; to train it further, raise that limit: resume={run_dir} {further}"
 
 
 def check_resume_argument(argv: Sequence[str], config_dir: Path) -> None:
@@ -180,7 +176,7 @@ def check_resume_argument(argv: Sequence[str], config_dir: Path) -> None:
             raise
         except Exception:  # something only Hydra's own run can resolve: train() checks again there
             return
-        message = finished_message(run_dir, Path(resumed.ckpt_path), resumed)
+        message = finished_message(run_dir, checkpoint_resume_info(Path(resumed.ckpt_path)), resumed)
         if message:
             raise NothingToResume(message)
     finally:
@@ -285,20 +281,26 @@ def _move_paths(value: Any, old: str, new: str) -> Any:
 
 
 def checkpoint_resume_info(path: Path) -> dict[str, Any]:
-    """The logging step and W&B run id :class:`~rsa_lightning.callbacks.ResumeState` stored in a checkpoint (memory-
-    mapped: the weights are not read)."""
+    """What resuming needs from a checkpoint, read memory-mapped (the weights are not read): the logging step and W&B
+    run id :class:`~rsa_lightning.callbacks.ResumeState` stored, the finished epochs and the optimiser steps."""
     checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    return {"log_step": checkpoint.get(LOG_STEP_KEY), "wandb_run_id": checkpoint.get(WANDB_ID_KEY)}
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return {
+        "log_step": checkpoint.get(LOG_STEP_KEY),
+        "wandb_run_id": checkpoint.get(WANDB_ID_KEY),
+        "epochs_done": progress.get("processed"),
+        "global_step": checkpoint.get("global_step", 0),
+    }
 
 
-def is_wandb(logger_cfg: Any) -> bool:
-    target = str(getattr(logger_cfg, "get", lambda *_: "")("_target_", ""))
-    return target.endswith("wandb_logger") or target.endswith("WandbLogger")
-
-
-def is_tensorboard(logger_cfg: Any) -> bool:
-    return str(getattr(logger_cfg, "get", lambda *_: "")("_target_", "")).endswith("TensorBoardLogger")
-
-
-def is_csv(logger_cfg: Any) -> bool:
-    return str(getattr(logger_cfg, "get", lambda *_: "")("_target_", "")).endswith("CSVLogger")
+def logger_kind(logger_cfg: Any) -> Optional[str]:
+    """``"csv"``, ``"tensorboard"`` or ``"wandb"`` for a logger config of those classes (by ``_target_``), else None."""
+    target = str(logger_cfg.get("_target_", "")) if hasattr(logger_cfg, "get") else ""
+    for kind, ends in (
+        ("csv", ("CSVLogger",)),
+        ("tensorboard", ("TensorBoardLogger",)),
+        ("wandb", ("WandbLogger", "wandb_logger")),
+    ):
+        if target.endswith(ends):
+            return kind
+    return None

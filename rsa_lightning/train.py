@@ -27,9 +27,7 @@ from rsa_lightning.resume import (
     checkpoint_resume_info,
     find_run_dir,
     finished_message,
-    is_csv,
-    is_tensorboard,
-    is_wandb,
+    logger_kind,
     requeued_run_dir,
     resume_config,
 )
@@ -76,20 +74,23 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
     if not (output_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{output_dir / CONFIG_FILE} does not exist: {output_dir} is not a run to resume")
     resumed = resume_config(cfg, output_dir.resolve(), overrides)
-    finished = finished_message(output_dir, Path(resumed.ckpt_path), resumed)
+    info = checkpoint_resume_info(Path(resumed.ckpt_path))
+    finished = finished_message(output_dir, info, resumed)
     if finished:
         raise NothingToResume(finished)
-    info = checkpoint_resume_info(Path(resumed.ckpt_path))
     log.info("resuming %s from %s", output_dir, resumed.ckpt_path)
     for name, logger_cfg in (resumed.get("logger") or {}).items():
-        if is_wandb(logger_cfg) and info["wandb_run_id"]:
+        kind = logger_kind(logger_cfg)
+        if kind == "wandb" and info["wandb_run_id"]:
             logger_cfg.id = info["wandb_run_id"]
             log.info("W&B: continuing run %s (logger.%s)", info["wandb_run_id"], name)
-        if is_tensorboard(logger_cfg) and info["log_step"] is not None:
+        if info["log_step"] is None:
+            continue
+        if kind == "tensorboard":
             # TensorBoard drops the points of earlier event files from this step on (the killed process logged them
             # after its checkpoint; this run logs them again)
             logger_cfg.purge_step = info["log_step"] + 1
-        if is_csv(logger_cfg) and info["log_step"] is not None and is_launched_as_rank_zero(os.environ):
+        if kind == "csv" and is_launched_as_rank_zero(os.environ):
             csv_dir = Path(logger_cfg.save_dir) / (logger_cfg.get("name") or "") / str(logger_cfg.get("version") or "")
             dropped = cut_csv_log(csv_dir / METRICS_FILE, info["log_step"])
             if dropped:
