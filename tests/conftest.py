@@ -108,3 +108,14 @@ def tiny_synthetic_overrides(root: Path) -> list[str]:
         "data.batch_size=4",
         "data.num_workers=0",
     ]
+
+
+# one short epoch of training and validation on the CPU, quietly: what most integration tests need
+TINY_TRAINING = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "callbacks.model_summary.max_depth=0",
+]

@@ -29,7 +29,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, decoded_frame_index, frame_brightness, write_video
+from conftest import TINY_TRAINING, compose_config, decoded_frame_index, frame_brightness, write_video
 
 from rsa_lightning.data.annotations import UNLABELLED
 from rsa_lightning.data.exclusions import write_exclusions
@@ -593,15 +593,7 @@ def test_loader_workers_decode_the_same_frames(name, miniature, tmp_path):
 # Training, prediction
 # ---------------------------------------------------------------------------------------------------------------------
 
-TRAIN_OVERRIDES = [
-    "model=rsa_tiny",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "callbacks.model_summary.max_depth=0",
-]
+TRAIN_OVERRIDES = ["model=rsa_tiny", *TINY_TRAINING]
 
 
 @pytest.fixture(scope="module")

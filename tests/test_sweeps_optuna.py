@@ -15,18 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, tiny_synthetic_overrides
+from conftest import ROOT, TINY_TRAINING, tiny_synthetic_overrides
 from omegaconf import OmegaConf
 
 SEARCHED = ["model.optimizer.lr", "model.weight_decay", "model.net.dropout"]
-TINY_TRIAL = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "callbacks.model_summary.max_depth=0",
-]
+TINY_TRIAL = TINY_TRAINING
 
 
 @pytest.fixture(scope="module")
