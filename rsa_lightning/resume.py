@@ -202,13 +202,6 @@ def _differs(saved: DictConfig, composed: DictConfig, key: str) -> bool:
     return OmegaConf.select(saved, key, default=missing) != OmegaConf.select(composed, key, default=missing)
 
 
-def deleted_keys(overrides: Sequence[str]) -> list[str]:
-    """Keys and groups deleted on the command line (``~model.optimizer``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_delete()]
-
-
 def refused_overrides(saved: DictConfig, composed: DictConfig, keys: Sequence[str]) -> list[str]:
     """The overridden ``keys`` that would change what the run trains (see :data:`FIXED_KEYS`), with both values."""
     refused = []
@@ -246,7 +239,8 @@ def resume_config(composed: DictConfig, run_dir: Path, overrides: Sequence[str])
     if "ckpt_path" in keys and now.get("ckpt_path") is not None:
         raise ValueError(f"resume={run_dir} picks the checkpoint to continue from; leave out ckpt_path=")
     refused = refused_overrides(saved, now, keys)
-    refused += [f"~{key} (deleting a key)" for key in deleted_keys(overrides) if key.split(".")[0] in FIXED_KEYS]
+    deleted = overridden_keys(overrides, deleted=True)
+    refused += [f"~{key} (deleting a key)" for key in deleted if key.split(".")[0] in FIXED_KEYS]
     if refused:
         raise ValueError(
             f"resume={run_dir} continues that run as it was configured; these overrides would change what it trains: "

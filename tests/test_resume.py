@@ -242,6 +242,8 @@ def test_resume_config_keeps_the_run_and_applies_harmless_overrides(tmp_path):
     assert refused_overrides(OmegaConf.create(saved), now, ["debug", "trainer.max_epochs"]) == [
         "debug= (a preset of keys across the config; name the keys to change instead)"
     ]
+    with pytest.raises(ValueError, match="~model.optimizer"):
+        resume_config(now, run_dir, ["~model.optimizer"])
     with pytest.raises(ValueError, match="seed=42"):
         resume_config(now, run_dir, ["seed=42"])
     assert not refused_overrides(OmegaConf.create(saved), OmegaConf.create(saved), ["seed"])  # the same value is fine

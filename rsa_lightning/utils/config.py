@@ -107,12 +107,13 @@ def job_argv(environ: Mapping[str, str], argv: Sequence[str]) -> list[str]:
     return [argv[0], *json.loads(environ[JOB_ARGS_ENV])]
 
 
-def overridden_keys(overrides: Sequence[str]) -> list[str]:
-    """Config keys named by command-line overrides: ``data.root=/x`` -> ``data.root``, ``data=ssv2`` -> ``data``."""
+def overridden_keys(overrides: Sequence[str], *, deleted: bool = False) -> list[str]:
+    """Config keys named by command-line overrides: ``data.root=/x`` -> ``data.root``, ``data=ssv2`` -> ``data``;
+    with ``deleted=True`` the keys the overrides delete instead (``~model.optimizer`` -> ``model.optimizer``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.key_or_group for o in parsed if not o.is_delete()]
+    return [o.key_or_group for o in parsed if o.is_delete() == deleted]
 
 
 def merge_run_config(
