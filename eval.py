@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from rsa_lightning.errors import handle_errors, run_hydra_main
 from rsa_lightning.utils.config import distributed_launch_overrides
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -22,6 +23,7 @@ log = logging.getLogger("eval")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@handle_errors  # bad input: one message and exit code 2, the traceback in eval.log (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
     from pytorch_lightning.utilities import rank_zero_only
 
@@ -52,4 +54,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     # DDP: every process shares rank 0's run folder; only rank 0 writes .hydra/ and eval.log there (as in train.py)
     sys.argv += distributed_launch_overrides(os.environ)
-    main()
+    run_hydra_main(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from rsa_lightning.errors import classify, handle_errors, log_traceback_to_files, message, run_hydra_main
 from rsa_lightning.resume import NothingToResume, check_resume_argument
 from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
 
@@ -24,6 +25,7 @@ log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@handle_errors  # bad input: one message and exit code 2, the traceback in train.log (rsa_lightning.errors)
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -46,9 +48,13 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:
         if rank_zero_only.rank != 0:
             raise
-        log.exception("training failed")  # into this job's train.log, not only at the end of a sweep
+        if classify(err) is None:  # a bug: the traceback on the console and in this job's train.log
+            log.exception("training failed")
         write_result(output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err)
         if multirun:  # the sweep goes on (Optuna marks the trial failed); its summary lists the failure at the end
+            if classify(err) is not None:
+                log_traceback_to_files(err, f"error: {message(err)}")
+                log.error("job failed: %s", message(err))
             return None
         raise
     if rank_zero_only.rank != 0:  # the other DDP processes: rank 0 reports
@@ -79,5 +85,6 @@ if __name__ == "__main__":
         print(done)
         sys.exit(0)
     except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    main()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run_hydra_main(main)

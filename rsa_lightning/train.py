@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from rsa_lightning.config_checks import check_train_config
 from rsa_lightning.resume import (
     CONFIG_FILE,
     LATEST,
@@ -129,6 +130,7 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     resumed = _resume(cfg, output_dir, _hydra_overrides() if overrides is None else overrides)
     if resumed is not None:
         cfg = resumed
+    check_train_config(cfg)  # before any heavy work: one message naming the key and the fix
     config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:

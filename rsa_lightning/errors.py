@@ -1,0 +1,198 @@
+"""What a user sees when a run fails: one short message and an exit code; the full traceback goes to the run's log.
+
+Exit codes of ``train.py``, ``eval.py`` and the tools:
+
+- ``2``: bad input the user can fix (a config key, a file, a checkpoint, a video list). The message names the key or
+  file and the fix. Raised as a :class:`UserError` subclass, or as a ``ValueError`` / ``FileNotFoundError`` /
+  ``NotADirectoryError`` from a ``raise`` inside this package (its convention for bad arguments and files), or as an
+  ``OSError`` that says an output cannot be written (permission denied, read-only file system, no space left).
+- ``1``: a fault of the run itself whose message explains it (:class:`RunFault`: the loss diverged, out of memory),
+  and any other error (a bug: Hydra prints its traceback as usual).
+
+``HYDRA_FULL_ERROR=1`` prints the traceback on the console as well (and lets Hydra print it, as Hydra documents:
+https://hydra.cc/docs/tutorials/basic/running_your_app/debugging/).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+log = logging.getLogger(__name__)
+
+USER_ERROR_EXIT = 2
+FAULT_EXIT = 1
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# our own convention for bad arguments, files and values (``raise ValueError(...)`` inside rsa_lightning)
+_INPUT_ERROR_TYPES = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+_WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the message (one line) says what, which file or key, and the fix. Exit code 2."""
+
+    exit_code = USER_ERROR_EXIT
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work (named by its key, e.g. ``data.root``), found before any heavy work."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset file (annotation, list, class names, video) that cannot be read as its format says."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint not for this use: truncated, another model or class set, an official release, pickled code."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the config names does not exist."""
+
+
+class RunFault(Exception):
+    """A fault of the run itself (divergence, out of memory, disk full), explained by the message. Exit code 1."""
+
+    exit_code = FAULT_EXIT
+
+
+def _is_ours(tb: Any) -> bool:
+    """True when the innermost frame of a traceback (where the exception was raised) is a file of this package."""
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    return Path(last.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+# torch's DataLoader re-raises a worker's exception as the same type with the worker's traceback in the message
+_WORKER_TRACEBACK = re.compile(r"Original Traceback \(most recent call last\):\n(?P<tb>.*)", re.S)
+
+
+def _worker_error(err: BaseException) -> Optional[tuple[bool, str]]:
+    """(raised in this package, last line) of an exception re-raised from a DataLoader worker, else None."""
+    match = _WORKER_TRACEBACK.search(str(err))
+    if match is None:
+        return None
+    lines = [line for line in match.group("tb").splitlines() if line.strip()]
+    files = [line for line in lines if line.lstrip().startswith('File "')]
+    ours = bool(files) and str(PACKAGE_DIR) in files[-1]
+    last = lines[-1] if lines else str(err)
+    return ours, re.sub(r"^[\w.]+(Error|Exception|Fault|Diverged)?: ", "", last.strip())
+
+
+def classify(err: BaseException) -> Optional[int]:
+    """The exit code for an exception a user should see as one message (2 bad input, 1 a run fault), else None."""
+    if isinstance(err, (UserError, RunFault)):
+        return err.exit_code
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return USER_ERROR_EXIT
+    if isinstance(err, _INPUT_ERROR_TYPES):
+        worker = _worker_error(err)
+        ours = worker[0] if worker is not None else _is_ours(err.__traceback__)
+        return USER_ERROR_EXIT if ours else None
+    return None
+
+
+def message(err: BaseException) -> str:
+    """The one-line (or few-line) message for an error :func:`classify` accepts."""
+    worker = _worker_error(err)
+    if worker is not None:
+        return worker[1]
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        what = err.filename or "an output file"
+        fix = (
+            "free space there or write elsewhere (paths.log_dir=... or hydra.run.dir=...)"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a writable folder (paths.log_dir=... or hydra.run.dir=...)"
+        )
+        return f"cannot write {what}: {err.strerror}; {fix}"
+    return str(err).strip() or type(err).__name__
+
+
+def log_traceback_to_files(
+    err: BaseException, text: str = "failed", logger: Optional[logging.Logger] = None
+) -> list[str]:
+    """Writes ``text`` and ``err``'s traceback to the file handlers of the root logger (the run's ``train.log`` /
+    ``eval.log``) only, not to the console; returns their paths."""
+    root = logger or logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    if not files:
+        return []
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, text, None, (type(err), err, err.__traceback__))
+    for handler in files:
+        handler.handle(record)
+    return [h.baseFilename for h in files]
+
+
+def report(err: BaseException) -> Optional[int]:
+    """For an error :func:`classify` accepts: the message and traceback to the log files, ``error: <message>`` on
+    stderr; returns the exit code. None (nothing done) for any other error."""
+    code = classify(err)
+    if code is None:
+        return None
+    text = message(err)
+    files = log_traceback_to_files(err, f"error: {text}")
+    if os.environ.get(FULL_ERROR_ENV) == "1":
+        traceback.print_exception(err)
+    where = f"\n(full traceback in {files[0]}; HYDRA_FULL_ERROR=1 prints it here)" if files else ""
+    print(f"error: {text}{where}", file=sys.stderr, flush=True)
+    return code
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# set once a task function of this process has started: a Hydra exit before that is a composition error (bad input)
+_task_started = False
+
+
+def handle_errors(task: F) -> F:
+    """Decorates a ``@hydra.main`` task function (put it under ``@hydra.main``): a user error or a run fault ends
+    the process with :func:`report`'s message and exit code instead of Hydra's traceback."""
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _task_started
+        _task_started = True
+        try:
+            return task(*args, **kwargs)
+        except Exception as err:
+            code = report(err)
+            if code is None:
+                raise
+            sys.exit(code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_hydra_main(main: Callable[[], Any]) -> None:
+    """Runs a ``@hydra.main`` function; a config Hydra could not compose (unknown group option, key not in the
+    config, bad override syntax: Hydra prints a short message and exits 1) exits with the bad-input code 2."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            sys.exit(USER_ERROR_EXIT)
+        raise
+
+
+def run_cli(main: Callable[[], int | None]) -> int:
+    """Runs an argparse tool's ``main``; returns its exit code, or :func:`report`'s for a user error or fault."""
+    try:
+        return main() or 0
+    except Exception as err:
+        code = report(err)
+        if code is None:
+            raise
+        return code
