@@ -127,7 +127,7 @@ def log_traceback_to_files(
     """Writes ``text`` and ``err``'s traceback to the file handlers of the root logger (the run's ``train.log`` /
     ``eval.log``) only, not to the console; returns their paths."""
     root = logger or logging.getLogger()
-    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
     if not files:
         return []
     record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, text, None, (type(err), err, err.__traceback__))

@@ -1,0 +1,154 @@
+"""What a user sees when a run fails: one message and exit code 2 for bad input, the traceback in the run's log only
+(rsa_lightning.errors, wired into train.py and eval.py)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsa_lightning import errors
+from rsa_lightning.data.annotations import read_video_list
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _raised(fn) -> BaseException:
+    try:
+        fn()
+    except Exception as err:  # noqa: BLE001 - the test inspects it
+        return err
+    raise AssertionError("nothing raised")
+
+
+def _bad_list(tmp_path: Path) -> Path:
+    path = tmp_path / "train.txt"
+    path.write_text("a.mp4 0\nb.mp4\n")
+    return path
+
+
+def test_value_error_raised_in_the_package_is_bad_input(tmp_path):
+    err = _raised(lambda: read_video_list(_bad_list(tmp_path), tmp_path))
+    assert errors.classify(err) == errors.USER_ERROR_EXIT
+    assert "train.txt" in errors.message(err)
+
+
+def test_value_error_raised_elsewhere_is_a_bug():
+    err = _raised(lambda: int("x"))  # raised by Python itself, not by rsa_lightning
+    assert errors.classify(err) is None
+    err = _raised(lambda: torch.zeros(2).view(3))
+    assert errors.classify(err) is None
+
+
+def test_user_error_classes_and_faults():
+    assert errors.classify(errors.ConfigError("data.root is not set")) == 2
+    assert errors.classify(errors.MissingFileError("x")) == 2
+    assert isinstance(errors.DataError("x"), ValueError)
+    assert errors.classify(errors.RunFault("diverged")) == 1
+    assert errors.classify(RuntimeError("boom")) is None
+
+
+def test_unwritable_output_is_bad_input():
+    err = PermissionError(errno.EACCES, "Permission denied", "/ro/logs/train.log")
+    assert errors.classify(err) == 2
+    assert errors.message(err).startswith("cannot write /ro/logs/train.log: Permission denied")
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/last.ckpt")
+    assert errors.classify(full) == 2 and "free space" in errors.message(full)
+
+
+def test_error_reraised_from_a_dataloader_worker_keeps_its_message(tmp_path):
+    from torch.utils.data._utils import ExceptionWrapper
+
+    try:
+        read_video_list(_bad_list(tmp_path), tmp_path)
+    except ValueError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    reraised = _raised(wrapped.reraise)
+    assert errors.classify(reraised) == 2
+    text = errors.message(reraised)
+    assert "\n" not in text and "train.txt:2" in text and not text.startswith("ValueError")
+
+
+def test_report_writes_the_traceback_to_the_log_file_only(tmp_path, capsys):
+    log_file = tmp_path / "train.log"
+    handler = logging.FileHandler(log_file)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        code = errors.report(_raised(lambda: read_video_list(_bad_list(tmp_path), tmp_path)))
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and str(log_file) in err
+    logged = log_file.read_text()
+    assert "Traceback" in logged and "read_video_list" in logged and "error: " in logged
+
+
+def _train(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path / 'logs'}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _list_dataset(root: Path, train_lines: str) -> list[str]:
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "train.txt").write_text(train_lines)
+    (root / "annotations" / "val.txt").write_text("v.mp4 0\n")
+    return [
+        "data=list",
+        f"data.root={root}",
+        "data.num_classes=3",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def test_train_bad_list_file_one_message_exit_2_traceback_in_log(tmp_path):
+    overrides = _list_dataset(tmp_path / "ds", "a.mp4 0\nb.mp4 1\nc.mp4 1\nd.mp4 7\n")
+    result = _train(tmp_path, *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "train.txt:4" in error_lines[0] and "7" in error_lines[0], result.stderr
+    logs = list((tmp_path / "logs").rglob("train.log"))
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text()
+
+
+def test_hydra_full_error_prints_the_traceback(tmp_path):
+    overrides = _list_dataset(tmp_path / "ds", "a.mp4 0\nd.mp4 7\n")
+    result = _train(tmp_path, *overrides, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "error: " in result.stderr
+
+
+@pytest.mark.parametrize("override", ["model=nope", "trainer.max_epoch=3", "data.num_frames=="])
+def test_config_hydra_cannot_compose_exits_2(tmp_path, override):
+    result = _train(tmp_path, override)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 25, result.stderr  # Hydra lists the options of a group
+
+
+def test_eval_missing_checkpoint_exits_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path / 'missing.ckpt'}", f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "missing.ckpt" in result.stderr
