@@ -23,6 +23,21 @@ Ensembles
     one number for all) says otherwise. All models must have the same class names and score the same videos with the
     same labels; a video that any model could not decode is left out of all.
 
+Configs and command line
+    The model and data are built from the checkpoint's own config (:func:`rsa_lightning.utils.config.merge_run_config`);
+    a key or group named on the command line replaces the run's: ``data.root=...``, ``data=ssv2``, and the nested
+    groups ``data/backend=pyav`` or ``data/sampler=dense``. A backend that cannot read the split's entries (the frames
+    backend on video files, a video backend on frame folders) is refused before any work. ``model=...`` must build the
+    checkpoint's network: otherwise a ``CheckpointError`` names both models.
+
+Class sets
+    The checkpoint's class names must be the dataset's, in the same order (``class_map=strict``); otherwise the
+    evaluation is refused before predicting, with the difference listed. ``class_map=by_name`` scores a dataset whose
+    classes are a subset of the checkpoint's (any order): each view's logits are restricted to the dataset's classes,
+    in the dataset's order, before fusion, i.e. the model's classifier keeps only those rows; the scores, predictions
+    and metrics are then over the dataset's classes. A dataset without class names (``class_<i>`` placeholders) or a
+    checkpoint without them is compared by class count only.
+
 Exact distributed evaluation
     Under DDP each process predicts a share of the split's views; every process gathers all views, drops padding
     duplicates by ``(video_id, view)`` and fuses each video's views in view order (:mod:`rsa_lightning.evaluation.
@@ -50,7 +65,9 @@ Files (in ``cfg.paths.output_dir``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -61,8 +78,11 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
+from rsa_lightning.config_checks import check_eval_config
+from rsa_lightning.data.decoding import FrameFolderBackend
+from rsa_lightning.errors import CheckpointError, ConfigError, MissingFileError
 from rsa_lightning.evaluation import writers
-from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, run_config
+from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, model_overrides, run_config
 from rsa_lightning.evaluation.metrics import score_videos
 from rsa_lightning.evaluation.views import (
     FUSIONS,
@@ -73,23 +93,25 @@ from rsa_lightning.evaluation.views import (
     fuse_views,
     gather_views,
 )
-from rsa_lightning.utils.config import merge_run_config, overridden_keys
+from rsa_lightning.utils.config import is_launched_as_rank_zero, merge_run_config, overridden_keys
 from rsa_lightning.utils.distributed import is_distributed
 
 log = logging.getLogger(__name__)
 
 VIEW_KEYS = ("num_clips", "num_crops")
 SPLITS = ("train", "val", "test")
+CLASS_MAPS = ("strict", "by_name")
+LISTED = 3
 
 
 def checkpoint_paths(ckpt_path: Any) -> list[str]:
     """``ckpt_path=a`` or ``ckpt_path=[a,b]`` -> the list of checkpoint paths, each checked to exist."""
     paths = [str(p) for p in ckpt_path] if isinstance(ckpt_path, (ListConfig, list, tuple)) else [str(ckpt_path)]
     if not paths:
-        raise ValueError("ckpt_path=[] names no checkpoint")
+        raise ConfigError("ckpt_path=[] names no checkpoint")
     for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a .ckpt file from <run dir>/checkpoints/")
+        if not Path(path).exists():
+            raise MissingFileError(f"ckpt_path={path} does not exist: pass a .ckpt file from <run dir>/checkpoints/")
     return paths
 
 
@@ -114,7 +136,7 @@ def resolve_views(
     protocols = cfg.get("protocols") or {}
     name = cfg.get("protocol")
     if name is not None and name not in protocols:
-        raise ValueError(f"protocol={name} is not one of {list(protocols)} (the protocols of conf/eval.yaml)")
+        raise ConfigError(f"protocol={name} is not one of {list(protocols)} (the protocols of conf/eval.yaml)")
     views = dict(zip(VIEW_KEYS, default)) if name is None else {key: int(protocols[name][key]) for key in VIEW_KEYS}
     for key in overridden_keys(overrides):
         if key in ("data.num_clips", "data.num_crops"):
@@ -145,22 +167,159 @@ def check_same_classes(first: Sequence[str], other: Sequence[str], first_path: s
     """An ensemble's models must have the same class names, in the same order."""
     if list(other) != list(first):
         differ = [f"{j}: {a!r} vs {b!r}" for j, (a, b) in enumerate(zip(first, other)) if a != b]
-        raise ValueError(
+        raise CheckpointError(
             f"{other_path} has other classes than {first_path} ({len(other)} vs {len(first)} names; "
             f"{examples(differ, 5)}): an ensemble needs models of the same classes"
         )
 
 
+def _quoted(names: Sequence[str]) -> str:
+    return examples([repr(n) for n in names], LISTED)
+
+
+def is_unnamed(names: Sequence[str]) -> bool:
+    """True for no names, or the ``class_<i>`` placeholders of a list dataset without a class-name file."""
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+def class_columns(
+    model_names: Sequence[str],
+    num_outputs: int,
+    data_names: Sequence[str],
+    *,
+    class_map: str = "strict",
+    path: str = "the checkpoint",
+    dataset: str = "the dataset",
+) -> Optional[list[int]]:
+    """The checkpoint's output column of every dataset class, or None when they are the same classes (same ids).
+
+    ``class_map="strict"``: the names must be equal, in order, else ``CheckpointError`` listing the difference (counts,
+    a few names only in either, or the same names in another order). ``"by_name"``: every dataset class must be among
+    the checkpoint's; returns their columns in the dataset's order. Without names on either side
+    (:func:`is_unnamed`) only the counts are compared (``num_outputs``: the model's number of classes).
+    """
+    if class_map not in CLASS_MAPS:
+        raise ConfigError(f"class_map={class_map} is not one of {CLASS_MAPS}")
+    model_names, data_names = list(model_names), list(data_names)
+    named = not is_unnamed(model_names) and not is_unnamed(data_names)
+    if class_map == "by_name":
+        if not named:
+            which = "the checkpoint stores" if is_unnamed(model_names) else f"{dataset} has"
+            raise ConfigError(
+                f"class_map=by_name: {which} no class names to match (give the dataset's class-name file, e.g. "
+                "data.annotations.class_names_file=..., or convert the checkpoint with --class-names)"
+            )
+        columns = {name: j for j, name in enumerate(model_names)}
+        missing = [n for n in data_names if n not in columns]
+        if missing:
+            raise CheckpointError(
+                f"class_map=by_name: {len(missing)} of the {len(data_names)} classes of {dataset} are not among the "
+                f"{len(model_names)} classes of {path} ({_quoted(missing)}): the model cannot score them; evaluate "
+                "on a dataset of its classes"
+            )
+        if len(set(model_names)) < len(model_names):
+            raise CheckpointError(f"class_map=by_name: {path} lists a class name twice: names cannot be matched")
+        mapped = [columns[n] for n in data_names]
+        return None if mapped == list(range(num_outputs)) else mapped
+    if not named:
+        if num_outputs == len(data_names):
+            log.warning(
+                "%s or %s names no classes: assuming the dataset's class ids are the model's (%d classes)",
+                path,
+                dataset,
+                num_outputs,
+            )
+            return None
+        raise CheckpointError(
+            f"{path} has {num_outputs} classes but {dataset} has {len(data_names)}: evaluate on the dataset it was "
+            "trained on"
+        )
+    if model_names == data_names:
+        return None
+    only_model = [n for n in model_names if n not in set(data_names)]
+    only_data = [n for n in data_names if n not in set(model_names)]
+    if not only_model and not only_data and len(model_names) == len(data_names):
+        j = next(i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b)
+        difference = (
+            f"the same {len(model_names)} names in another order (class {j} is {model_names[j]!r} in the checkpoint, "
+            f"{data_names[j]!r} in the dataset)"
+        )
+    else:
+        difference = f"{len(model_names)} classes in the checkpoint, {len(data_names)} in the dataset"
+        if only_model:
+            difference += f"; {len(only_model)} only in the checkpoint ({_quoted(only_model)})"
+        if only_data:
+            difference += f"; {len(only_data)} only in the dataset ({_quoted(only_data)})"
+    fix = (
+        "class_map=by_name scores the dataset's classes only, matched by name"
+        if not only_data
+        else "class_map=by_name cannot help: the model has no output for the classes only in the dataset"
+    )
+    raise CheckpointError(
+        f"{path} was trained on other classes than {dataset}: {difference}. Evaluate on the dataset it was trained on "
+        f"(data.root=..., data=...), or: {fix}"
+    )
+
+
+def dataset_class_names(data_cfg: DictConfig) -> list[str]:
+    """The class names of the dataset ``data_cfg`` describes, from its annotations alone (a generated dataset is made
+    first, by the first process of a run), whatever ``data.num_classes`` says (:func:`class_columns` compares)."""
+    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    root = Path(data_cfg.root)
+    if data_cfg.get("prepare") is not None and is_launched_as_rank_zero(os.environ):
+        hydra.utils.instantiate(data_cfg.prepare)(root=root)
+    annotations = data_cfg.annotations
+    if annotations.get("num_classes") is not None and annotations.get("class_names_file") is not None:
+        annotations.num_classes = None  # the file's count, compared with the checkpoint's by class_columns
+    return list(hydra.utils.instantiate(annotations)(root=root).class_names())
+
+
+def check_backend_reads(datamodule: Any, split: str) -> None:
+    """Refuse (``ConfigError``) a decoding backend that cannot read the split's entries: the frames backend on video
+    files, a video backend on folders of frames (checked on the first few entries that exist)."""
+    backend = getattr(datamodule, "backend", None)
+    if backend is None or not hasattr(datamodule, "records"):
+        return
+    frames = isinstance(backend, FrameFolderBackend)
+    name = type(backend).__name__
+    for record in datamodule.records(split)[:LISTED]:
+        path = Path(record.path)
+        if frames and path.is_file():
+            raise ConfigError(
+                f"data.backend is {name} (data/backend=frames): it reads folders of extracted frames, but the {split} "
+                f"split lists video files (e.g. {path}); keep a video backend (data/backend=decord or pyav), or "
+                f"extract the frames first (python -m rsa_lightning.tools.extract_frames {datamodule.root} "
+                "<frames dir>) and evaluate a list of those folders"
+            )
+        if not frames and path.is_dir():
+            raise ConfigError(
+                f"data.backend is {name}: it decodes video files, but the {split} split lists folders (e.g. {path}, "
+                "extracted frames); use data/backend=frames"
+            )
+
+
 def predict_split(
-    trainer: pl.Trainer, run_cfg: DictConfig, checkpoint: dict[str, Any], *, fusion: str
+    trainer: pl.Trainer,
+    run_cfg: DictConfig,
+    checkpoint: dict[str, Any],
+    *,
+    fusion: str,
+    datamodule: Optional[pl.LightningDataModule] = None,
+    columns: Optional[Sequence[int]] = None,
+    path: str = "the checkpoint",
+    changed_by: tuple[str, ...] = (),
 ) -> tuple[FusedScores, list[str]]:
     """Predict ``run_cfg.data.predict_split`` with every view and fuse it: the fused scores (the same on every
-    process) and the class names."""
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(run_cfg.data)
-    model = model_from_config(run_cfg.model, checkpoint)
+    process) and the class names. ``columns``: the model's outputs to keep, in order (``class_map=by_name``: the
+    dataset's classes; the class names are then the dataset's)."""
+    if datamodule is None:
+        datamodule = hydra.utils.instantiate(run_cfg.data)
+    model = model_from_config(run_cfg.model, checkpoint, path=path, changed_by=changed_by)
     batches = trainer.predict(model=model, datamodule=datamodule, return_predictions=True)
     local = ViewOutputs.cat(batches or [])
     outputs = gather_views(local)
+    if columns is not None and len(outputs):
+        outputs = dataclasses.replace(outputs, logits=outputs.logits[:, list(columns)])
     if trainer.world_size > 1 and not is_distributed():
         raise RuntimeError(
             f"{trainer.world_size} processes predicted, but this one has no process group to gather their views "
@@ -174,6 +333,8 @@ def predict_split(
     fused = fuse_views(outputs, num_views=num_views, fusion=fusion, order=order)
     if fused.duplicates:
         log.info("dropped %d duplicate views (padding of a distributed sampler)", fused.duplicates)
+    if columns is not None:
+        return fused, list(datamodule.class_names)
     class_names = list(checkpoint.get("class_names") or getattr(datamodule, "class_names", []))
     return fused, class_names
 
@@ -184,12 +345,17 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Writes predictions, scores and metrics into ``cfg.paths.output_dir`` (global rank 0 only) and returns the metrics
     plus ``predictions_file`` and ``scores_file`` (on every rank).
     """
+    check_eval_config(cfg)  # before any heavy work: ckpt_path set, a trainer this machine can run
     paths = checkpoint_paths(cfg.ckpt_path)
     fusion = cfg.get("fusion", "prob")
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion={fusion} is not one of {FUSIONS}")
+        raise ConfigError(f"fusion={fusion} is not one of {FUSIONS}")
     if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split} is not one of {SPLITS}")
+        raise ConfigError(f"split={cfg.split} is not one of {SPLITS}")
+    class_map = cfg.get("class_map") or "strict"
+    if class_map not in CLASS_MAPS:
+        raise ConfigError(f"class_map={class_map} is not one of {CLASS_MAPS} (see conf/eval.yaml)")
+    changed_by = model_overrides(overrides)
     first = load_checkpoint(paths[0])
     default_views = run_views(run_config(first), cfg.split)
     num_clips, num_crops, protocol = resolve_views(cfg, overrides, default_views)
@@ -228,9 +394,41 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         log.info(
             "model %d/%d: %s, %d frames, %d clips x %d crops", i + 1, len(paths), path, num_frames, num_clips, num_crops
         )
-        if i > 0 and checkpoint.get("class_names"):  # known before predicting: fail before the work
+        if i > 0 and checkpoint.get("class_names") and class_map == "strict":  # fail before the work
             check_same_classes(class_names, list(checkpoint["class_names"]), paths[0], path)
-        fused, names = predict_split(trainer, run_cfg, checkpoint, fusion=fusion)
+        # known before predicting: the dataset's classes against the checkpoint's, the backend against the files
+        data_names = dataset_class_names(run_cfg.data)
+        num_outputs = int(OmegaConf.select(run_cfg, "model.num_classes", default=None) or run_cfg.data.num_classes)
+        columns = class_columns(
+            list(checkpoint.get("class_names") or []),
+            num_outputs,
+            data_names,
+            class_map=class_map,
+            path=path,
+            dataset=f"the dataset at data.root={run_cfg.data.root}",
+        )
+        if columns is not None:
+            log.info(
+                "class_map=by_name: the %d classes of the dataset are scored with outputs %s of the model's %d",
+                len(columns),
+                examples([str(c) for c in columns], 10),
+                num_outputs,
+            )
+            run_cfg.data.num_classes = len(data_names)
+            if OmegaConf.select(run_cfg, "data.annotations.num_classes") is not None:
+                run_cfg.data.annotations.num_classes = len(data_names)
+        datamodule = hydra.utils.instantiate(run_cfg.data)
+        check_backend_reads(datamodule, cfg.split)
+        fused, names = predict_split(
+            trainer,
+            run_cfg,
+            checkpoint,
+            fusion=fusion,
+            datamodule=datamodule,
+            columns=columns,
+            path=path,
+            changed_by=changed_by,
+        )
         if i == 0:
             class_names = names
         check_same_classes(class_names, names, paths[0], path)

@@ -27,10 +27,13 @@ from torch.utils.data import default_collate
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.decoding import FrameFolderBackend
 from rsa_lightning.data.transforms import normalize
 from rsa_lightning.data.video_io import VideoDecodeError
-from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, run_config
+from rsa_lightning.errors import ConfigError
+from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, model_overrides, run_config
 from rsa_lightning.evaluation.views import FusedScores, ViewOutputs, batch_views, fuse_views
+from rsa_lightning.utils.config import merge_run_config
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv")
 
@@ -68,17 +71,31 @@ class LoadedModel:
 
 
 def load_model(
-    ckpt_path: Union[str, Path], *, num_frames: Optional[int] = None, device: Union[str, torch.device] = "cpu"
+    ckpt_path: Union[str, Path],
+    *,
+    num_frames: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    composed: Optional[DictConfig] = None,
+    overrides: Sequence[str] = (),
 ) -> LoadedModel:
     """Load a ``train.py`` checkpoint: the network (eval mode, on ``device``) and its input pipeline.
 
     ``num_frames``: read clips of another length than the run's (the networks are TSN-style, any T works).
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, unreadable or not written by
-    ``train.py`` (:func:`rsa_lightning.evaluation.checkpoints.load_checkpoint`).
+    ``composed`` and ``overrides``: a tool's Hydra config and its command line; the ``model`` / ``data`` keys and
+    groups they name replace the run's, as in ``eval.py`` (e.g. ``data/backend=pyav``:
+    :func:`rsa_lightning.utils.config.merge_run_config`).
+    Raises ``MissingFileError`` / ``CheckpointError`` naming the file when it is missing, unreadable, not written by
+    ``train.py``, an official checkpoint to convert first, or pickled code
+    (:func:`rsa_lightning.evaluation.checkpoints.load_checkpoint`).
     """
     checkpoint = load_checkpoint(ckpt_path)
     cfg = run_config(checkpoint)
-    module = model_from_config(cfg.model, checkpoint).to(device)
+    changed_by: tuple[str, ...] = ()
+    if composed is not None and overrides:
+        merged = merge_run_config(cfg, composed, overrides)
+        cfg.model, cfg.data = merged.model, merged.data
+        changed_by = model_overrides(overrides)
+    module = model_from_config(cfg.model, checkpoint, path=ckpt_path, changed_by=changed_by).to(device)
     data = cfg.data
     frames = int(num_frames if num_frames is not None else data.num_frames)
     class_names = list(checkpoint.get("class_names") or [])
@@ -135,6 +152,11 @@ def predict_scores(
     to decode is listed in ``skipped`` (``FusedScores``) instead of being scored; ``VideoDecodeError`` when none
     decodes."""
     files = video_files(paths)
+    if isinstance(model.backend, FrameFolderBackend):
+        raise ConfigError(
+            f"the model's data.backend reads folders of extracted frames (data/backend=frames), but {files[0]} is a "
+            "video file: give data/backend=pyav (or decord) to decode video files"
+        )
     records = [VideoRecord(path=p.resolve(), label=UNLABELLED, video_id=str(p)) for p in files]
     dataset = VideoDataset(
         records=records,

@@ -357,7 +357,7 @@ def test_predict_reports_a_video_that_cannot_be_decoded(run, tmp_path):
 
 def test_eval_refuses_another_model_and_an_unknown_split(run, tmp_path):
     checkpoint = run["dir"] / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match="weights do not fit the model .* was another model= given"):
+    with pytest.raises(ValueError, match="holds another model than model=tsn_tiny builds: .* leave out model=tsn_tiny"):
         run_eval(checkpoint, tmp_path / "a", "model=tsn_tiny")
     with pytest.raises(ValueError, match=r"split=tset is not one of \('train', 'val', 'test'\)"):
         run_eval(checkpoint, tmp_path / "b", "split=tset")

@@ -22,12 +22,14 @@ loaded into it afterwards (timm ``build_model_with_cfg``, nanoGPT ``from_pretrai
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from rsa_lightning.errors import CheckpointError, MissingFileError
 from rsa_lightning.models.resnet import ResNet
 
 log = logging.getLogger(__name__)
@@ -38,19 +40,40 @@ CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.pth`` state dict (bare, or under ``state_dict`` / ``model``; a ``module.`` prefix is removed).
 
-    Raises FileNotFoundError when ``path`` is not a file, ValueError when it holds no dict of tensors.
+    Raises MissingFileError (a FileNotFoundError) when ``path`` is not a file; CheckpointError (a ValueError) when it
+    cannot be read (truncated, not a torch file), needs code to unpickle (read with ``weights_only=True``), or holds
+    no dict of tensors.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained={path} does not exist: give the path of a local torchvision ResNet state dict (.pth)"
+        raise MissingFileError(
+            f"model.net.pretrained={path} does not exist: give the path of a local torchvision ResNet state dict (.pth)"
         )
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(
+                f"model.net.pretrained={path} could not be read: truncated or not a state dict; re-copy it"
+            ) from err
+        raise CheckpointError(
+            f"model.net.pretrained={path} needs code to be unpickled, not only tensors: refused (read with "
+            "torch.load(weights_only=True), which never runs code from a file); save its state_dict() alone from a "
+            "trusted copy: torch.save(model.state_dict(), 'resnet50.pth')"
+        ) from err
+    except Exception as err:  # torch raises OSError, EOFError, RuntimeError, ... for a damaged file
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"model.net.pretrained={path} could not be read: truncated or not a state dict ({reason}); re-copy it"
+        ) from err
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} is not a state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
+        raise CheckpointError(
+            f"model.net.pretrained={path} is not a state dict (a dict of tensors, possibly under 'state_dict' or "
+            "'model')"
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

@@ -56,6 +56,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from rsa_lightning.errors import handle_errors, run_hydra_main
 from rsa_lightning.layers.local_attention import LocalSelfAttention
 from rsa_lightning.layers.rsa import RelationalSelfAttention
 from rsa_lightning.layers.shift import TemporalShift
@@ -440,6 +441,7 @@ def _model_name(cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="flops")
+@handle_errors  # bad input (an unknown group option, a bad value): one message and exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> CostReport:
     """Print the cost report of ``cfg.model.net`` (see the module docstring); returns it."""
     report = cost_report(cfg)
@@ -448,4 +450,4 @@ def main(cfg: DictConfig) -> CostReport:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

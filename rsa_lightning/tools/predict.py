@@ -4,18 +4,23 @@
     python -m rsa_lightning.tools.predict ckpt_path=... video=/data/clips num_clips=2 num_crops=3 output=preds.csv
 
 Options in ``conf/predict.yaml``. A video is read and scored exactly as ``eval.py`` scores it inside a dataset
-(:func:`rsa_lightning.predict_scores`). Prints one block per video; a video that cannot be decoded is reported and
-the others are still scored.
+(:func:`rsa_lightning.predict_scores`), with the run's decoder and sampler unless the command line names another,
+as in ``eval.py``: ``data/backend=pyav``, ``data/sampler=dense``. Prints one block per video; a video that cannot be
+decoded is reported and the others are still scored. Bad input (a missing or unusable checkpoint, no video) ends
+with one ``error:`` line and exit code 2 (:mod:`rsa_lightning.errors`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
+from rsa_lightning.errors import handle_errors, run_hydra_main
 from rsa_lightning.evaluation import writers
 from rsa_lightning.inference import load_model, predict_scores, top_classes
 
@@ -28,10 +33,17 @@ def format_predictions(video_id: str, names: list[str], scores: list[float]) -> 
     return "\n".join(lines)
 
 
-def predict(cfg: DictConfig) -> dict[str, list[tuple[str, float]]]:
-    """Run ``conf/predict.yaml``'s job: ``{video id: [(class name, probability), ...]}`` best first."""
+def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, list[tuple[str, float]]]:
+    """Run ``conf/predict.yaml``'s job: ``{video id: [(class name, probability), ...]}`` best first. ``overrides``:
+    the command line, whose ``data`` groups and keys replace the run's (``data/backend=pyav``)."""
     videos = list(cfg.video) if isinstance(cfg.video, ListConfig) else str(cfg.video)
-    model = load_model(cfg.ckpt_path, num_frames=cfg.get("num_frames"), device=cfg.get("device", "cpu"))
+    model = load_model(
+        cfg.ckpt_path,
+        num_frames=cfg.get("num_frames"),
+        device=cfg.get("device", "cpu"),
+        composed=cfg,
+        overrides=overrides,
+    )
     fused = predict_scores(
         model,
         videos,
@@ -54,9 +66,10 @@ def predict(cfg: DictConfig) -> dict[str, list[tuple[str, float]]]:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@handle_errors  # bad input: one message and exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    predict(cfg, overrides=HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

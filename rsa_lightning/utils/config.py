@@ -108,12 +108,13 @@ def job_argv(environ: Mapping[str, str], argv: Sequence[str]) -> list[str]:
 
 
 def overridden_keys(overrides: Sequence[str], *, deleted: bool = False) -> list[str]:
-    """Config keys named by command-line overrides: ``data.root=/x`` -> ``data.root``, ``data=ssv2`` -> ``data``;
-    with ``deleted=True`` the keys the overrides delete instead (``~model.optimizer`` -> ``model.optimizer``)."""
+    """Config keys named by command-line overrides: ``data.root=/x`` -> ``data.root``, ``data=ssv2`` -> ``data``, a
+    nested group ``data/backend=pyav`` -> ``data.backend`` (where Hydra puts it; ``group@pkg=...`` -> ``pkg``); with
+    ``deleted=True`` the keys the overrides delete instead (``~model.optimizer`` -> ``model.optimizer``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.key_or_group for o in parsed if o.is_delete() == deleted]
+    return [o.package or o.key_or_group.replace("/", ".") for o in parsed if o.is_delete() == deleted]
 
 
 def merge_run_config(
@@ -126,16 +127,34 @@ def merge_run_config(
 
     ``composed`` is the evaluation config (``conf/eval.yaml`` plus command line); ``saved`` is the training run's
     resolved config. For ``keys`` (model and data) the run's values are used, except where the command line named
-    a key or group: ``data.root=/elsewhere`` changes one value, ``data=ssv2`` replaces the whole group.
+    a key or group: ``data.root=/elsewhere`` changes one value, ``data=ssv2`` replaces the whole group and
+    ``data/backend=pyav`` (or ``data/sampler=dense``) the run's ``data.backend`` (``data.sampler``) section. A group's
+    interpolations (``${data.root}`` in the decord backend) resolve against the result, i.e. the run's values.
+    Deleting a key of the run (``~data.x``) is refused (``ConfigError``): the run's own config would be incomplete.
     """
+    from rsa_lightning.errors import CheckpointError, ConfigError
+
     saved = OmegaConf.create(saved) if not isinstance(saved, DictConfig) else saved
     keys = tuple(keys)
-    merged = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))
+    merged = OmegaConf.create()
+    for key in composed:  # eval's own keys, resolved against eval's config (a run key may not resolve there)
+        if key not in keys:
+            value = composed[key]
+            merged[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     for key in keys:
         if key not in saved:
-            raise KeyError(f"the checkpoint's config has no '{key}' section; was it written by rsa_lightning?")
+            raise CheckpointError(
+                f"the checkpoint's config has no '{key}' section: it was not written by rsa_lightning's train.py"
+            )
         merged[key] = OmegaConf.create(OmegaConf.to_container(saved[key]))
+    deleted = [key for key in overridden_keys(overrides, deleted=True) if key.split(".")[0] in keys]
+    if deleted:
+        raise ConfigError(
+            f"~{deleted[0]}: deleting a key of the run's {deleted[0].split('.')[0]} config is not supported here "
+            "(the model and data are rebuilt from the checkpoint's own config); give the key another value instead"
+        )
     for key in overridden_keys(overrides):
         if key.split(".")[0] in keys:
+            # a group comes unresolved: its interpolations then resolve against the merged config
             OmegaConf.update(merged, key, OmegaConf.select(composed, key), merge=False, force_add=True)
     return merged
