@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rsa_lightning.callbacks.resume import LOG_STEP_KEY, WANDB_ID_KEY
@@ -277,7 +276,9 @@ def _move_paths(value: Any, old: str, new: str) -> Any:
 def checkpoint_resume_info(path: Path) -> dict[str, Any]:
     """What resuming needs from a checkpoint, read memory-mapped (the weights are not read): the logging step and W&B
     run id :class:`~rsa_lightning.callbacks.ResumeState` stored, the finished epochs and the optimiser steps."""
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    from rsa_lightning.evaluation.checkpoints import read_checkpoint
+
+    checkpoint = read_checkpoint(path, mmap=True)  # a damaged file: one message naming it and the run's others
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
     return {
         "log_step": checkpoint.get(LOG_STEP_KEY),

@@ -22,6 +22,7 @@ from conftest import ROOT, compose_config, tiny_synthetic_overrides
 from omegaconf import OmegaConf
 from torch import nn
 
+from rsa_lightning.data.synthetic import MOTIONS
 from rsa_lightning.evaluate import evaluate
 from rsa_lightning.layers import RelationalSelfAttention
 from rsa_lightning.models import ResNet, load_official_checkpoint
@@ -329,8 +330,8 @@ def test_convert_fails_clearly_without_a_data_config(tmp_path, official_state):
 def test_converted_checkpoint_evaluates_with_the_official_weights(tmp_path):
     """CLI conversion (10 classes, --data synthetic), then evaluate(): predictions are the loaded net's."""
     src = save_official(tmp_path / "rsa.pth.tar", official_layout(tiny_net(num_classes=10, seed=3)))
-    names = tmp_path / "names.txt"
-    names.write_text("".join(f"class {i}\n" for i in range(10)))
+    names = tmp_path / "names.txt"  # the generated dataset's classes (eval.py refuses another class set)
+    names.write_text("".join(f"{name}\n" for name in MOTIONS.values()))
     dst = tmp_path / "converted" / "rsa.ckpt"
     data_overrides = tiny_synthetic_overrides(tmp_path / "synthetic")
     result = subprocess.run(
@@ -346,7 +347,7 @@ def test_converted_checkpoint_evaluates_with_the_official_weights(tmp_path):
     assert "parameters" in result.stderr
 
     checkpoint = torch.load(dst, map_location="cpu", weights_only=True)
-    assert checkpoint["class_names"] == [f"class {i}" for i in range(10)]
+    assert checkpoint["class_names"] == list(MOTIONS.values())
     assert all(key.startswith("net.") for key in checkpoint["state_dict"])
     config = checkpoint["config"]
     assert config["model"]["net"]["stmixer_positions"] == POSITIONS
@@ -359,7 +360,7 @@ def test_converted_checkpoint_evaluates_with_the_official_weights(tmp_path):
     rows = list(csv.DictReader((tmp_path / "eval" / "predictions_val.csv").read_text().splitlines()))
     assert metrics["num_videos"] == len(rows) == 10
     assert (tmp_path / "eval" / "metrics_val.json").is_file()
-    assert rows[0]["pred_1_name"].startswith("class ")
+    assert rows[0]["pred_1_name"] in MOTIONS.values()
 
     # the same clips through the directly loaded official checkpoint
     datamodule = hydra.utils.instantiate(config["data"], predict_split="val")

@@ -63,10 +63,11 @@ def _unpickling_reason(err: Exception) -> str:
     return lines[0].split(" was not an allowed global")[0].strip() if lines else type(err).__name__
 
 
-def _read(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; every failure as a CheckpointError naming ``path``."""
+def read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped with ``mmap``: tensors are read when used);
+    every failure as a :class:`~rsa_lightning.errors.CheckpointError` naming ``path`` and the fix."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except PermissionError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror}; check the file's permissions") from err
     except pickle.UnpicklingError as err:
@@ -135,7 +136,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
         raise CheckpointError(f"ckpt_path={path} is a folder; pass one checkpoint file{listed}")
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={path} does not exist: pass a .ckpt file from <run dir>/checkpoints/")
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(
             f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict)"
