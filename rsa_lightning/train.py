@@ -34,6 +34,7 @@ from rsa_lightning.resume import (
 )
 from rsa_lightning.utils.config import is_launched_as_rank_zero, resolved_container
 from rsa_lightning.utils.csv_logger import METRICS_FILE, cut_csv_log
+from rsa_lightning.utils.faults import fit_faults
 from rsa_lightning.utils.instantiate import instantiate_collection
 from rsa_lightning.utils.run_info import run_info, write_run_info
 from rsa_lightning.utils.wandb_offline import replay_lost_history
@@ -181,7 +182,8 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         if cfg.get("resume"):
             _replay_offline_wandb(loggers)
 
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with fit_faults(cfg, trainer, output_dir):  # out of memory, disk full: one message saying what to change
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics: dict[str, Any] = {k: _metric(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
@@ -191,7 +193,8 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         metrics["best_epoch"] = _best_epoch(checkpoint.best_model_path)
     if cfg.get("test_after_training"):
         best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
+        with fit_faults(cfg, trainer, output_dir):
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics["time_min"] = (time.time() - start) / 60.0
     return metrics
@@ -229,10 +232,12 @@ def write_result(
     error: Optional[BaseException] = None,
 ) -> dict[str, Any]:
     """Writes ``<run dir>/result.json``, what a sweep's summary reads about a job (:mod:`rsa_lightning.sweeps`):
-    ``status`` (completed / failed), ``task_name``, ``overrides``, ``optimized_metric`` and its ``value`` (null when
-    missing or NaN), ``best_epoch``, ``best_checkpoint``, ``metrics`` (the numbers), ``error`` (one line),
-    ``time_min``, ``run_dir``."""
+    ``status`` (completed / failed; ``interrupted`` when ``error`` says so, e.g.
+    :class:`rsa_lightning.callbacks.Interrupted`: stopped by a signal, resumable), ``task_name``, ``overrides``,
+    ``optimized_metric`` and its ``value`` (null when missing or NaN), ``best_epoch``, ``best_checkpoint``,
+    ``metrics`` (the numbers), ``error`` (one line), ``time_min``, ``run_dir``."""
     metrics = metrics or {}
+    status = getattr(error, "result_status", status)  # an interrupted run is not a failed one
     name = cfg.get("optimized_metric")
     value = metrics.get(name) if name else None
     result = {

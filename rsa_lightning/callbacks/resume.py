@@ -185,6 +185,7 @@ class LastCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self.every_n_minutes = every_n_minutes
         self._last_saved_step: Optional[int] = None
+        self._last_saved_at_epoch_end = False
         self._last_saved_time = time.monotonic()
 
     @property
@@ -212,13 +213,20 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and not trainer.fast_dev_run:
-            self.save(trainer)
+            self.save(trainer, at_epoch_end=True)
 
-    def save(self, trainer: pl.Trainer) -> None:
-        """Write the checkpoint (every process takes part; rank 0 writes)."""
+    def has_saved(self, trainer: pl.Trainer, *, at_epoch_end: bool) -> bool:
+        """Whether the file already holds this state: this optimiser step, inside the epoch or at its end."""
+        return self._last_saved_step == trainer.global_step and self._last_saved_at_epoch_end == at_epoch_end
+
+    def save(self, trainer: pl.Trainer, *, at_epoch_end: bool = False) -> None:
+        """Write the checkpoint (every process takes part; rank 0 writes). With the trainer's
+        :class:`~rsa_lightning.utils.checkpoint_io.AtomicCheckpointIO` plugin the temporary file is also synced to
+        disk before it is renamed."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)  # ends with a barrier: the file is complete on every process's return
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._last_saved_step = trainer.global_step
+        self._last_saved_at_epoch_end = at_epoch_end
         self._last_saved_time = time.monotonic()

@@ -21,15 +21,25 @@ Definitions and sources
     true labels, and ``hit / cnt if cnt else 0`` is averaged over its rows; its unit test: labels [2, 2, 2, 3] and
     predictions [2, 2, 2, 4] give 1/3). torchmetrics' ``MulticlassAccuracy(average="macro")`` computes the same number
     (it drops classes with tp + fp + fn == 0). FineGym's published metric (Shao et al., CVPR 2020).
+
+Non-finite scores (NaN or infinite, from a diverged model or an fp16 overflow)
+    have no ranking: ``torch.topk`` would still pick classes among them, so that a NaN model could score above chance
+    and a top-5 below its top-1. A video whose scores are not all finite is never a hit (:func:`topk_correct`, at
+    any ``k``, also for the training-epoch metrics), and a split with such videos is not scored:
+    :func:`classification_metrics` reports NaN for every accuracy (with the count ``nonfinite_videos`` and a
+    warning), so such a validation epoch is never chosen as the best checkpoint and no number is printed for it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
 import torch
 from torchmetrics import Metric
+
+log = logging.getLogger(__name__)
 
 TOP_K = (1, 5)
 
@@ -47,11 +57,13 @@ def top1_predictions(scores: torch.Tensor) -> torch.Tensor:
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """(V,) bool: whether each video's label is among its ``k`` highest scores (``torch.topk`` ranking).
+    """(V,) bool: whether each video's label is among its ``k`` highest scores (``torch.topk`` ranking); False for
+    a video whose scores are not all finite.
 
     Stays on the scores' device and never synchronises with it (used in every training step).
     """
-    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    hit = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    return hit & torch.isfinite(scores).all(dim=1)
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -112,12 +124,25 @@ def classification_metrics(
     """Every video-level metric of a labelled split: ``acc1``, ``acc5`` (:func:`reported_top_k`),
     ``mean_class_acc``, and the counts ``num_videos``, ``classes_in_split`` (classes with videos) and
     ``classes_scored`` (the classes ``mean_class_acc`` averages over). ``confusion``: the split's matrix when the
-    caller has it already (else built here)."""
+    caller has it already (else built here).
+
+    A split with videos whose scores are not all finite is not scored: every accuracy is NaN, and
+    ``nonfinite_videos`` counts them (module docstring)."""
     _check(scores, labels)
     if confusion is None:
         confusion = confusion_matrix(top1_predictions(scores), labels, scores.shape[1])
     metrics = {f"acc{k}": topk_accuracy(scores, labels, k) for k in reported_top_k(scores.shape[1])}
     metrics["mean_class_acc"] = mean_class_accuracy(confusion)
+    nonfinite = int((~torch.isfinite(scores).all(dim=1)).sum())
+    if nonfinite:
+        log.warning(
+            "%d of %d videos have NaN or infinite scores (a diverged model, or fp16 overflow: evaluate with "
+            "trainer.precision=32 or bf16-mixed): the accuracies are not scored (NaN)",
+            nonfinite,
+            len(labels),
+        )
+        metrics = {name: math.nan for name in metrics}
+        metrics["nonfinite_videos"] = nonfinite
     metrics.update(
         num_videos=len(labels),
         classes_in_split=int((confusion.sum(dim=1) > 0).sum()),
