@@ -16,7 +16,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rsa_lightning.errors import classify, handle_errors, log_traceback_to_files, message, run_hydra_main
+from rsa_lightning.errors import (
+    INTERRUPTED_EXIT,
+    classify,
+    handle_errors,
+    log_traceback_to_files,
+    message,
+    run_hydra_main,
+)
 from rsa_lightning.resume import NothingToResume, check_resume_argument
 from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
 
@@ -51,8 +58,8 @@ def main(cfg: DictConfig) -> float | None:
         if classify(err) is None:  # a bug: the traceback on the console and in this job's train.log
             log.exception("training failed")
         write_result(output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err)
-        if multirun:  # the sweep goes on (Optuna marks the trial failed); its summary lists the failure at the end
-            if classify(err) is not None:
+        if multirun and classify(err) != INTERRUPTED_EXIT:  # the sweep goes on (Optuna marks the trial failed)
+            if classify(err) is not None:  # its summary lists the failure at the end
                 log_traceback_to_files(err, f"error: {message(err)}")
                 log.error("job failed: %s", message(err))
             return None

@@ -6,8 +6,12 @@ Exit codes of ``train.py``, ``eval.py`` and the tools:
   file and the fix. Raised as a :class:`UserError` subclass, or as a ``ValueError`` / ``FileNotFoundError`` /
   ``NotADirectoryError`` from a ``raise`` inside this package (its convention for bad arguments and files), or as an
   ``OSError`` that says an output cannot be written (permission denied, read-only file system, no space left).
-- ``1``: a fault of the run itself whose message explains it (:class:`RunFault`: the loss diverged, out of memory),
-  and any other error (a bug: Hydra prints its traceback as usual).
+- ``1``: a fault of the run itself whose message explains it (:class:`RunFault`: the loss diverged, out of memory,
+  the disk filled up), and any other error (a bug: Hydra prints its traceback as usual).
+- ``3``: training stopped on SIGTERM / SIGUSR1 after saving a resumable checkpoint
+  (:class:`rsa_lightning.callbacks.preemption.Interrupted`); ``python train.py resume=<run dir>`` continues it.
+
+Under DDP only global rank 0 prints the message; every process exits with the code.
 
 ``HYDRA_FULL_ERROR=1`` prints the traceback on the console as well (and lets Hydra print it, as Hydra documents:
 https://hydra.cc/docs/tutorials/basic/running_your_app/debugging/).
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 USER_ERROR_EXIT = 2
 FAULT_EXIT = 1
+INTERRUPTED_EXIT = 3
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -144,11 +149,22 @@ def report(err: BaseException) -> Optional[int]:
         return None
     text = message(err)
     files = log_traceback_to_files(err, f"error: {text}")
+    if _rank() != 0:  # rank 0 prints the message (every rank logs and exits with the code)
+        return code
     if os.environ.get(FULL_ERROR_ENV) == "1":
         traceback.print_exception(err)
     where = f"\n(full traceback in {files[0]}; HYDRA_FULL_ERROR=1 prints it here)" if files else ""
     print(f"error: {text}{where}", file=sys.stderr, flush=True)
     return code
+
+
+def _rank() -> int:
+    """This process's global rank as the launchers set it (0 when not distributed)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(key)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -50,11 +50,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 from rsa_lightning.callbacks.resume import LastCheckpoint
-from rsa_lightning.errors import RunFault
+from rsa_lightning.errors import INTERRUPTED_EXIT, RunFault
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_EXIT = 3
 INTERRUPTED_STATUS = "interrupted"
 DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
 
