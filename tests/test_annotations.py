@@ -126,7 +126,7 @@ def test_ssv2_missing_and_malformed_files(ssv2, tmp_path):
     with pytest.raises(FileNotFoundError, match="something-something-v2-labels.json"):
         SSv2Annotations(root=tmp_path / "elsewhere").class_names()
     write(root / "annotations" / "something-something-v2-test.json", "[{'id': 1}]")
-    with pytest.raises(ValueError, match=r"test\.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"test\.json:1:3: not valid JSON"):
         SSv2Annotations(root=root).records("test")
     write_json(root / "annotations" / "something-something-v2-train.json", [])
     with pytest.raises(ValueError, match=r"train\.json: the train split has no videos"):
@@ -300,10 +300,14 @@ def test_gym99_categories_ids_paths(gym):
     lines = [f"Clabel: {i}; set: {1 + i // 10}; Glabel: {3 * i + 1}; {name}" for i, name in enumerate(names)]
     write(gym / "annotations" / "gym99_categories.txt", "\n".join(reversed(lines)) + "\n")  # ids from Clabel
     ann = GymAnnotations(root=gym)
-    assert ann.class_names() == names and ann.num_classes == 99
+    # the published names repeat across sets: the repeated ones get their set appended (class names must be unique)
+    repeated = {i for i, name in enumerate(names) if names.count(name) > 1}
+    assert 58 in repeated and 70 in repeated
+    expected = [f"{name} [set {1 + i // 10}]" if i in repeated else name for i, name in enumerate(names)]
+    assert ann.class_names() == expected and ann.num_classes == 99
     assert ann.class_names()[0].startswith("(VT) round-off, flic-flac with 0.5 turn on")
-    # the published names repeat across sets: kept as they are, the id tells them apart
-    assert ann.class_names()[58] == ann.class_names()[70] == "(BB) salto backward tucked"
+    assert ann.class_names()[58] == "(BB) salto backward tucked [set 6]"
+    assert ann.class_names()[70] == "(BB) salto backward tucked [set 8]"
     train = ann.records("train")
     assert [(r.video_id, r.label) for r in train] == [
         ("0LtLS9wROrk_E_002407_002435_A_0003_0005", 0),
@@ -433,10 +437,10 @@ def test_list_annotations_video_and_frames_formats(tmp_path):
         num_frames=37,
     )
     assert val[1].num_frames == 48 and val[1].label == 0
-    # forced formats: a frame list read as videos keeps "<folder> <num_frames>" as the path (and its label)
-    as_video = ListAnnotations(root=tmp_path, num_classes=3, list_format="video").records("val")
-    assert as_video[0].num_frames is None and as_video[0].path.name == "100218 37"
-    with pytest.raises(ValueError, match=r"train\.txt:1: expected '<frame_folder> <num_frames> <integer label>'"):
+    # forced formats: a frame list read as videos is refused (its path would end in " 37"), naming the format
+    with pytest.raises(ValueError, match=r"val\.txt:1: 2 numbers end .*data.annotations.list_format=frames"):
+        ListAnnotations(root=tmp_path, num_classes=3, list_format="video").records("val")
+    with pytest.raises(ValueError, match=r"train\.txt:1: expected '<frame_folder> <num_frames> <label>'"):
         ListAnnotations(root=tmp_path, num_classes=3, list_format="frames").records("train")
     # the plain reader keeps its behaviour
     assert read_video_list(tmp_path / "annotations" / "train.txt", tmp_path) == train

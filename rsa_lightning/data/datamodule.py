@@ -20,11 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
+from rsa_lightning.data.annotations.common import MIN_CLASSES
 from rsa_lightning.data.dataset import VideoDataset
 from rsa_lightning.data.exclusions import read_exclusions
 from rsa_lightning.data.resumable import resumable_loader
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.transforms import mirror_pairs, normalize
+from rsa_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +111,30 @@ class VideoDataModule(pl.LightningDataModule):
             ("num_crops", num_crops),
             ("crop_size", crop_size),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
         if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"data.mean and data.std need 3 values with std > 0, got {mean} and {std}")
+            raise ConfigError(f"data.mean and data.std need 3 values with std > 0, got {mean} and {std}")
         if monitor not in MONITORS:
-            raise ValueError(f"data.monitor must be one of {MONITORS}, got {monitor!r}")
+            raise ConfigError(f"data.monitor must be one of {MONITORS}, got {monitor!r}")
         if predict_split not in SPLITS:
-            raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
+            raise ConfigError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
         if getattr(eval_transform, "crop_size", crop_size) != crop_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.eval_transform.crop_size ({eval_transform.crop_size}) differs from data.crop_size ({crop_size})"
             )
         self.root = Path(root)
         self.crop_size = crop_size
         self.annotations = annotations(root=self.root)
+        if num_classes < MIN_CLASSES:
+            # the annotations say why when their class list is the cause (naming its file); else the key is wrong
+            names = self.annotations.class_names()
+            raise ConfigError(
+                f"data.num_classes must be >= {MIN_CLASSES} (a classifier needs two classes), got {num_classes}; the "
+                f"annotations have {len(names)} classes: set data.num_classes={len(names)}"
+            )
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.batch_size = batch_size
@@ -167,7 +176,7 @@ class VideoDataModule(pl.LightningDataModule):
         records = self.annotations.records(split)
         bad = [r for r in records if not (0 <= r.label < self.num_classes or r.label == UNLABELLED)]
         if bad:
-            raise ValueError(
+            raise DataError(
                 f"{split} split: label {bad[0].label} of video {bad[0].video_id} is outside [0, {self.num_classes}); "
                 "check data.num_classes"
             )
@@ -178,16 +187,19 @@ class VideoDataModule(pl.LightningDataModule):
             if len(kept) < len(records):
                 log.info("%s split: %d videos left out (listed in %s)", split, len(records) - len(kept), path)
             if not kept:
-                raise ValueError(f"{split} split: every video is listed in {path}; nothing left to load")
+                raise DataError(
+                    f"{split} split: every video is listed in {path}; nothing left to load: fix the videos, or remove "
+                    "their lines from that file"
+                )
             records = kept
         return records
 
     def load_class_names(self) -> list[str]:
         names = list(self.annotations.class_names())
         if len(names) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes is {self.num_classes} but the annotations ({self.annotations!r}) have "
-                f"{len(names)} classes"
+                f"{len(names)} classes: set data.num_classes={len(names)}"
             )
         return names
 
@@ -228,6 +240,7 @@ class VideoDataModule(pl.LightningDataModule):
             num_clips=views[0],
             num_crops=views[1],
             decode_timeout=self.decode_timeout,
+            split=split,
         )
         log.info(
             "%s split: %d videos x %d clips x %d crops%s",

@@ -1,8 +1,9 @@
 """Map-style video dataset: sample, decode and transform one view of one video; skip broken videos.
 
-A sample is ``{"video": uint8 (C, T, H, W), "label": int, "video_id": str, "view": int, "replaced": str}``; the
-default collate turns a list of samples into ``video: (B, C, T, H, W)``, ``label: (B,)``, ``view: (B,)`` and lists
-of ids.
+A sample is ``{"video": uint8 (C, T, H, W), "label": int, "video_id": str, "view": int, "replaced": str,
+"replaced_reason": str}``; the default collate turns a list of samples into ``video: (B, C, T, H, W)``,
+``label: (B,)``, ``view: (B,)`` and lists of ids and reasons. ``C`` is always 3 (RGB): a backend's grey (one channel,
+or no channel axis) or RGBA frames become RGB here; any other channel count is a broken video.
 
 Views: in evaluation every video is read ``num_clips`` x ``num_crops`` times; dataset index
 ``(video * num_clips + clip) * num_crops + crop`` is view ``clip * num_crops + crop`` of video ``video``. In training
@@ -10,9 +11,12 @@ each video is one index with a fresh random clip and augmentation per epoch.
 
 Broken videos: a video whose decode raises :class:`VideoDecodeError` (or exceeds ``decode_timeout``) is skipped with
 one warning per file and process, and replaced by the next record of the list (same view), deterministically; the
-sample's ``"replaced"`` names the skipped video (empty otherwise), so
-:class:`rsa_lightning.callbacks.SkippedSamplesMonitor` can count skips across DataLoader workers. Known broken
-files are best left out beforehand: ``rsa_lightning.tools.scan_videos`` writes an exclusion list
+sample's ``"replaced"`` names the skipped video (empty otherwise) and ``"replaced_reason"`` says why (``<file>:
+<reason>``), so :class:`rsa_lightning.callbacks.SkippedSamplesMonitor` can count skips across DataLoader workers.
+When every candidate fails (``max_decode_retries + 1`` videos, or every video of a split shorter than that) the sample
+raises :class:`UndecodableVideosError`, a :class:`~rsa_lightning.errors.DataError` naming each file and its reason
+(each distinct video once: a one-video split says that its one video failed, and why). Known broken files are best
+left out beforehand: ``rsa_lightning.tools.scan_videos`` writes an exclusion list
 (:mod:`rsa_lightning.data.exclusions`).
 
 Decode timeout: a native hang (a decoder stuck inside FFmpeg) must not freeze training. With ``decode_timeout`` set,
@@ -40,18 +44,54 @@ from rsa_lightning.data.decoding import VideoBackend
 from rsa_lightning.data.resumable import SampleKey
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.video_io import VideoDecodeError
+from rsa_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DecodeTimeoutError",
+    "UndecodableVideosError",
     "VideoDataset",
     "VideoDecodeError",
+    "as_rgb",
 ]
+
+_LISTED_FAILURES = 3  # failures named in full in an UndecodableVideosError
 
 
 class DecodeTimeoutError(VideoDecodeError):
     """Decoding one video took longer than ``decode_timeout`` seconds."""
+
+
+class UndecodableVideosError(DataError, VideoDecodeError):
+    """Every video a sample could come from failed to decode (bad data, exit code 2); names each file and reason."""
+
+
+def failure_reason(record: VideoRecord, err: BaseException) -> str:
+    """``<file>: <reason>`` of a failed read (the backends' messages usually start with the file already)."""
+    text = str(err).strip() or type(err).__name__
+    return text if str(record.path) in text else f"{record.path}: {text}"
+
+
+def as_rgb(frames: np.ndarray, path: object) -> np.ndarray:
+    """Decoded frames as uint8 (T, H, W, 3): grey (T, H, W) or (T, H, W, 1) frames are repeated into three
+    channels, RGBA / BGRA-like (T, H, W, 4) frames lose their fourth (alpha) channel; anything else is
+    :class:`VideoDecodeError` naming ``path``."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[1] < 1 or frames.shape[2] < 1:
+        raise VideoDecodeError(f"{path}: decoded frames of shape {frames.shape}, expected (T, H, W, 3)")
+    if frames.dtype != np.uint8:
+        raise VideoDecodeError(f"{path}: decoded frames of type {frames.dtype}, expected 8-bit (uint8) pixels")
+    channels = frames.shape[-1]
+    if channels == 1:
+        return np.repeat(frames, 3, axis=-1)
+    if channels == 4:
+        return frames[..., :3]
+    if channels != 3:
+        raise VideoDecodeError(f"{path}: decoded frames with {channels} channels, expected 1 (grey), 3 (RGB) or 4")
+    return frames
 
 
 def _call_with_timeout(fn: Callable[[], tuple], timeout: float, what: str) -> tuple:
@@ -91,7 +131,9 @@ class VideoDataset(Dataset):
         training: random clips and augmentation, one index per video; else every video x clip x crop.
         num_clips / num_crops: evaluation views per video (temporal clips x spatial crops); must be 1 in training.
         decode_timeout: seconds one decode may take before the video is skipped (None: no limit, no thread).
-        max_decode_retries: replacement videos tried after a failure before giving up with an error.
+        max_decode_retries: replacement videos tried after a failure before giving up with an error (never more
+            than the split's other videos: each video is tried once per sample).
+        split: the split's name, for messages (``"train"``, ``"val"``, ...).
 
     Randomness: a training sample's frame indices (numpy Generator) and augmentation (torch Generator) come from one
     62-bit seed. The training loader's sampler passes it with the index (``dataset[SampleKey(index, seed)]``,
@@ -114,9 +156,10 @@ class VideoDataset(Dataset):
         num_crops: int = 1,
         decode_timeout: Optional[float] = None,
         max_decode_retries: int = 10,
+        split: Optional[str] = None,
     ) -> None:
         if not records:
-            raise ValueError("VideoDataset needs at least one video record")
+            raise DataError(f"the {split or 'dataset'} split has no video to load")
         if num_clips < 1 or num_crops < 1:
             raise ValueError(f"num_clips and num_crops must be >= 1, got {num_clips} and {num_crops}")
         if training and (num_clips, num_crops) != (1, 1):
@@ -134,6 +177,7 @@ class VideoDataset(Dataset):
         self.num_crops = num_crops
         self.decode_timeout = decode_timeout
         self.max_decode_retries = max_decode_retries
+        self.split = split
         self.skipped: dict[str, str] = {}
 
     @property
@@ -159,13 +203,33 @@ class VideoDataset(Dataset):
     def _skip(self, record: VideoRecord, err: VideoDecodeError) -> None:
         if record.video_id not in self.skipped:
             replaced = " (replaced by the next one in the list)" if self.max_decode_retries else ""
-            log.warning("skipping video %s%s: %s", record.video_id, replaced, err)
+            log.warning("skipping video %s%s: %s", record.video_id, replaced, failure_reason(record, err))
         self.skipped[record.video_id] = str(err)
+
+    def _undecodable(self, video_index: int, failures: list[tuple[VideoRecord, str]]) -> UndecodableVideosError:
+        split = f"the {self.split} split" if self.split else "the dataset"
+        total = len(self.records)
+        if len(failures) == total:
+            what = (
+                f"the only video of {split} failed to decode"
+                if total == 1
+                else f"all {total} videos of {split} failed to decode"
+            )
+        else:
+            start = self.records[video_index].path
+            what = f"{len(failures)} consecutive videos of {split} starting at {start} failed to decode"
+        listed = "; ".join(reason for _, reason in failures[:_LISTED_FAILURES])
+        more = f"; and {len(failures) - _LISTED_FAILURES} more" if len(failures) > _LISTED_FAILURES else ""
+        return UndecodableVideosError(
+            f"{what}: {listed}{more}. Fix or replace these files, or leave them out "
+            "(python -m rsa_lightning.tools.scan_videos writes an exclusion list)"
+        )
 
     def __getitem__(self, index: int | SampleKey) -> dict:
         index, seed = index if isinstance(index, SampleKey) else (index, None)
         video_index, clip, crop = self.locate(index)
-        for attempt in range(self.max_decode_retries + 1):
+        failures: list[tuple[VideoRecord, str]] = []
+        for attempt in range(min(self.max_decode_retries + 1, len(self.records))):
             record = self.records[(video_index + attempt) % len(self.records)]
             generator = None
             if self.training:
@@ -178,14 +242,13 @@ class VideoDataset(Dataset):
                 choose = lambda n: self.sampler(n, view=clip, num_views=self.num_clips)
             try:
                 frames, _ = self._read(record, choose)
+                frames = as_rgb(frames, record.path)
                 break
             except VideoDecodeError as err:
                 self._skip(record, err)
+                failures.append((record, failure_reason(record, err)))
         else:
-            raise VideoDecodeError(
-                f"{self.max_decode_retries + 1} consecutive videos starting at {self.records[video_index].path} "
-                "failed to decode; check the files (see the warnings above, or run rsa_lightning.tools.scan_videos)"
-            )
+            raise self._undecodable(video_index, failures)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
         label = record.label
         if self.transform is not None:
@@ -199,4 +262,5 @@ class VideoDataset(Dataset):
             "video_id": record.video_id,
             "view": clip * self.num_crops + crop,
             "replaced": self.records[video_index].video_id if attempt else "",
+            "replaced_reason": failures[0][1] if attempt else "",
         }

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from rsa_lightning.errors import DataError, MissingFileError
+
 EXCLUSIONS_HEADER = (
     "# Videos left out of training and evaluation, one per line: <split>\\t<video_id>\\t<path>\\t<reason>\n"
     "# ('#' starts a comment). Written by rsa_lightning.tools.scan_videos; edit by hand freely.\n"
@@ -56,14 +58,19 @@ def read_exclusion_entries(path: Union[str, Path]) -> list[Exclusion]:
     """All entries of the exclusion list at ``path`` (see :func:`write_exclusions` for the format)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"exclusion list {path} does not exist (rsa_lightning.tools.scan_videos writes one)")
+        raise MissingFileError(
+            f"exclusion list {path} does not exist (rsa_lightning.tools.scan_videos writes one; data.exclusions_file)"
+        )
     entries = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
         if len(fields) < 2 or not fields[1].strip():
-            raise ValueError(f"{path}:{line_no}: expected '<split>\\t<video_id>\\t<path>\\t<reason>', got {line!r}")
+            hint = " (the fields must be separated by tabs, not spaces)" if len(line.split()) > 1 else ""
+            raise DataError(
+                f"{path}:{line_no}: expected '<split>\\t<video_id>\\t<path>\\t<reason>', got {line!r}{hint}"
+            )
         fields = [f.strip() for f in fields] + [""] * (4 - len(fields))
         entries.append(Exclusion(fields[0], fields[1], fields[2], "\t".join(fields[3:]).strip()))
     return entries

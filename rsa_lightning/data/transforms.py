@@ -8,6 +8,11 @@ Every frame of a clip gets the same crop and the same flip.
   (``flip`` policy + ``mirror`` classes from :func:`mirror_pairs`), optional RandAugment and random erasing
   (:mod:`rsa_lightning.data.augment`).
 - :class:`EvalTransform`: resize, then a centre crop, TSM's three crops, or ``n`` crops along the long side.
+
+Frame sizes: both transforms resize every frame first (``resize``: the shorter side, or an exact ``[H, W]``), so a
+video of frames smaller than the crop is scaled up to it (bilinear) and one of very large frames is scaled down
+(antialiased, a few frames at a time to bound memory); the clip that leaves a transform is always
+``crop_size x crop_size``.
 """
 
 from __future__ import annotations
@@ -21,22 +26,41 @@ import torch
 import torch.nn.functional as F
 
 from rsa_lightning.data.augment import RandAugment, RandomErasing
+from rsa_lightning.errors import DataError
 
 Size = Union[int, Sequence[int]]
 FLIP_POLICIES = ("skip", "swap", "off", "always")
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
+# frames resized at once are at most this many float32 values (128 MB) before and after: a 4K clip of 16 frames would
+# otherwise take 1.6 GB per DataLoader worker for one resize
+_RESIZE_CHUNK_VALUES = 2**25
+
+
+def _interpolate(video: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """Bilinear resize of uint8 (C, T, H, W) frames to ``size``, a few frames at a time (each frame is resized on its
+    own, so the chunking changes no pixel; it only bounds the float copy of very large frames)."""
+    channels, frames, h, w = video.shape
+    per_frame = channels * max(h * w, size[0] * size[1])
+    chunk = max(1, _RESIZE_CHUNK_VALUES // per_frame)
+    out = []
+    for begin in range(0, frames, chunk):
+        part = video[:, begin : begin + chunk].permute(1, 0, 2, 3).float()  # (t, C, H, W)
+        part = F.interpolate(part, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+        out.append(part.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3))  # (C, t, H', W')
+    return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+
 def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (C, T, H, W) uint8 frames so that the shorter side is ``size`` (bilinear, antialiased)."""
+    """Resize (C, T, H, W) uint8 frames so that the shorter side is ``size`` (bilinear, antialiased). Frames smaller
+    than ``size`` are scaled up, so a clip is never smaller than the crop that follows."""
     _, _, h, w = video.shape
     if min(h, w) == size:
         return video
     scale = size / min(h, w)
     new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
-    frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
-    frames = F.interpolate(frames, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
-    return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+    return _interpolate(video, new_hw, antialias=True)
 
 
 def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -44,10 +68,7 @@ def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     _, _, h, w = video.shape
     if (h, w) == tuple(size):
         return video
-    frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
-    antialias = size[0] < h or size[1] < w
-    frames = F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False, antialias=antialias)
-    return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+    return _interpolate(video, (size[0], size[1]), antialias=size[0] < h or size[1] < w)
 
 
 def _check_size(size: Size, name: str) -> Union[int, tuple[int, int]]:
@@ -124,7 +145,10 @@ def mirror_pairs(class_names: Sequence[str]) -> dict[int, int]:
     for i, name in enumerate(class_names):
         key = " ".join(name.split()).casefold()
         if key in index:
-            raise ValueError(f"class names {index[key]} and {i} are the same: {name!r}")
+            raise DataError(
+                f"class names {index[key]} and {i} are the same up to case and spaces: {name!r} (the flip policy pairs "
+                "classes by name): make them distinct"
+            )
         index[key] = i
     pairs = {}
     for key, i in index.items():

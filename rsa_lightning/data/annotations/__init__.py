@@ -12,15 +12,19 @@ Constructors are keyword-only: ``root`` plus every file and folder, with the dat
 defaults (a relative path is taken below ``root``, an absolute one as is). Argument values are checked in the
 constructor; files are read when asked for (class names once, then cached), so a config instantiates without I/O.
 
-Errors name the file and the line (JSON files: the entry index): a missing file, a malformed line, an unknown
-template or class name, a label outside ``[0, K)``, a video id listed twice (both places), an empty split, a split the
+Errors are :class:`~rsa_lightning.errors.DataError` (:class:`~rsa_lightning.errors.MissingFileError` for a missing
+file, naming ``data.root`` or the ``data.annotations`` key to check) and name the file and the line (JSON files: the
+entry index, or line and column for invalid JSON) with the fix: a malformed line (with the separator it seems to use
+when that is the cause), an unknown template or class name, a label outside ``[0, K)``, a video id listed twice (both
+places), a class name listed twice (the name and both places), fewer than two classes, an empty split, a split the
 dataset does not have (with the ones it has). Only a ``test`` split may hold ``UNLABELLED`` videos (predict-only).
 
 Classes, one module per publisher format: :class:`SSv2Annotations` (``ssv2``), :class:`SSv1Annotations` (``ssv1``),
 :class:`Diving48Annotations` (``diving48``), :class:`GymAnnotations` (``finegym``), :class:`KineticsAnnotations`
-(``kinetics``) and the generic :class:`ListAnnotations` (``lists``: ``<path> <label>`` video lists and the official
-RSA / TSM ``<frame_folder> <num_frames> <label>`` frame lists). ``common`` holds :class:`VideoRecord`, the base class
-and the helpers they share.
+(``kinetics``) and the generic :class:`ListAnnotations` (``lists``: ``<path> <label>`` video lists, the official
+RSA / TSM ``<frame_folder> <num_frames> <label>`` frame lists and mmaction2's ``<frame_folder> <start_frame>
+<num_frames> <label>`` offset lists; multi-label and ambiguous lines are refused). ``common`` holds
+:class:`VideoRecord`, the base class and the helpers they share.
 """
 
 from rsa_lightning.data.annotations.common import UNLABELLED, VideoRecord

@@ -14,6 +14,7 @@ from rsa_lightning.data.annotations.common import (
     json_int,
     load_json_list,
 )
+from rsa_lightning.errors import DataError
 
 
 class Diving48Annotations(Annotations):
@@ -60,29 +61,34 @@ class Diving48Annotations(Annotations):
 
     def _read_class_names(self) -> list[str]:
         names = []
-        for index, entry in enumerate(load_json_list(self.vocab_file, "Diving48 vocabulary file")):
+        vocab = load_json_list(self.vocab_file, "Diving48 vocabulary file", root=self.root, key="vocab_file")
+        for index, entry in enumerate(vocab):
             if isinstance(entry, str):
-                names.append(entry)
+                names.append((entry, f"entry {index}"))
             elif isinstance(entry, list) and entry and all(isinstance(part, str) for part in entry):
-                names.append(self.name_separator.join(entry))
+                names.append((self.name_separator.join(entry), f"entry {index}"))
             else:
-                raise ValueError(f"{self.vocab_file}: entry {index}: expected a list of strings, got {entry!r}")
+                raise DataError(f"{self.vocab_file}: entry {index}: expected a list of strings, got {entry!r}")
         return check_unique_names(names, self.vocab_file)
+
+    def _class_source(self) -> str:
+        return str(self.vocab_file)
 
     def _records(self, split: str) -> list[VideoRecord]:
         source = self.split_files[split]
-        entries = load_json_list(source, f"Diving48 {split} annotation file")
+        key = "train_file" if split == "train" else "test_file"
+        entries = load_json_list(source, f"Diving48 {split} annotation file", root=self.root, key=key)
         located = []
         for index, entry in enumerate(entries):
             where = f"{source}: entry {index}"
             video_id = json_field(entry, "vid_name", where)
             if not isinstance(video_id, str) or not video_id.strip():
-                raise ValueError(f"{where}: 'vid_name' must be a non-empty string, got {video_id!r}")
+                raise DataError(f"{where}: 'vid_name' must be a non-empty string, got {video_id!r}")
             label = json_int(entry, "label", where)
             start = json_int(entry, "start_frame", where) if "start_frame" in entry else None
             end = json_int(entry, "end_frame", where) if "end_frame" in entry else None
             if (start is not None and start < 0) or (start is not None and end is not None and end <= start):
-                raise ValueError(f"{where} ({video_id}): frames [{start}, {end}) are not a valid range")
+                raise DataError(f"{where} ({video_id}): frames [{start}, {end}) are not a valid range")
             path = self.videos_dir / f"{video_id}{self.video_ext}"
             record = VideoRecord(path=path, label=label, video_id=video_id, start_frame=start, end_frame=end)
             located.append((record, where))

@@ -4,6 +4,7 @@ clips named as the ActivityNet downloader and the CVDF mirror write them (layout
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -14,8 +15,10 @@ from rsa_lightning.data.annotations.common import (
     Annotations,
     VideoRecord,
     checked_records,
-    require_file,
+    read_text,
+    separator_hint,
 )
+from rsa_lightning.errors import ConfigError, DataError
 
 
 class KineticsAnnotations(Annotations):
@@ -53,14 +56,14 @@ class KineticsAnnotations(Annotations):
         label_folders: bool = False,
     ) -> None:
         super().__init__(root)
-        if version is not None and version < 1:
-            raise ValueError(f"version (the class count) must be >= 1 or None, got {version}")
+        if version is not None and version < 2:
+            raise ConfigError(f"data.annotations.version (the class count) must be >= 2 or None, got {version}")
         try:
             filename_template.format(youtube_id="abc", time_start=1, time_end=11, label="abseiling", split="train")
         except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(
-                f"filename_template {filename_template!r} is not a format over youtube_id, time_start, time_end, "
-                f"label, split: {err!r}"
+            raise ConfigError(
+                f"data.annotations.filename_template {filename_template!r} is not a format over youtube_id, "
+                f"time_start, time_end, label, split: {err!r}"
             ) from err
         self.version = version
         self.split_files = {"train": self._path(train_file), "val": self._path(val_file), "test": self._path(test_file)}
@@ -80,25 +83,33 @@ class KineticsAnnotations(Annotations):
         return f" (no test csv at {self.split_files['test']})" if split == "test" else ""
 
     def _rows(self, split: str) -> Iterator[tuple[str, dict[str, str]]]:
-        source = require_file(self.split_files[split], f"Kinetics {split} csv")
-        with source.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            required = {"youtube_id", "time_start", "time_end"} | ({"label"} if split != "test" else set())
-            missing = required - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{source}:1: header {reader.fieldnames} lacks the columns {sorted(missing)}")
-            for row in reader:
-                where = f"{source}:{reader.line_num}"
-                if None in row:
-                    raise ValueError(f"{where}: more fields than the header {reader.fieldnames}")
-                yield where, row
+        key = {"train": "train_file", "val": "val_file", "test": "test_file"}[split]
+        source = self._require(self.split_files[split], f"Kinetics {split} csv", key)
+        text = read_text(source)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        required = {"youtube_id", "time_start", "time_end"} | ({"label"} if split != "test" else set())
+        missing = required - set(reader.fieldnames or ())
+        if missing:
+            header = text.splitlines()[0] if text.strip() else ""
+            raise DataError(
+                f"{source}:1: header {reader.fieldnames} lacks the columns {sorted(missing)}"
+                f"{separator_hint(header, ',')}"
+            )
+        for row in reader:
+            where = f"{source}:{reader.line_num}"
+            if None in row:
+                raise DataError(f"{where}: more fields than the header {reader.fieldnames}")
+            yield where, row
+
+    def _class_source(self) -> str:
+        return str(self.split_files["train"])
 
     def _read_class_names(self) -> list[str]:
         names = sorted({row["label"].strip() for _, row in self._rows("train")})
         if self.version is not None and len(names) != self.version:
-            raise ValueError(
+            raise DataError(
                 f"{self.split_files['train']} has {len(names)} classes but version={self.version}: use the csvs of "
-                "that release, or version=None for a subset"
+                "that release, or data.annotations.version=null for a subset"
             )
         return names
 
@@ -115,19 +126,19 @@ class KineticsAnnotations(Annotations):
                 except ValueError:
                     value = float("nan")
                 if not value.is_integer() or value < 0:
-                    raise ValueError(f"{where}: {key} must be a whole number of seconds, got {text!r}")
+                    raise DataError(f"{where}: {key} must be a whole number of seconds, got {text!r}")
                 times.append(int(value))
             if not youtube_id:
-                raise ValueError(f"{where}: empty youtube_id")
+                raise DataError(f"{where}: empty youtube_id")
             name = (row.get("label") or "").strip()
             if name:
                 if name not in class_ids:
-                    raise ValueError(f"{where}: class {name!r} is not a class of {self.split_files['train']}")
+                    raise DataError(f"{where}: class {name!r} is not a class of {self.split_files['train']}")
                 label = class_ids[name]
             elif split == "test":
                 label = UNLABELLED
             else:
-                raise ValueError(f"{where}: empty label")
+                raise DataError(f"{where}: empty label")
             filename = self.filename_template.format(
                 youtube_id=youtube_id, time_start=times[0], time_end=times[1], label=name, split=split
             )

@@ -13,8 +13,9 @@ from rsa_lightning.data.annotations.common import (
     check_unique_names,
     checked_records,
     numbered_lines,
-    require_file,
+    separator_hint,
 )
+from rsa_lightning.errors import ConfigError, DataError
 
 
 class SSv1Annotations(Annotations):
@@ -48,7 +49,7 @@ class SSv1Annotations(Annotations):
     ) -> None:
         super().__init__(root)
         if class_order not in ("sorted", "file"):
-            raise ValueError(f"class_order must be 'sorted' or 'file', got {class_order!r}")
+            raise ConfigError(f"data.annotations.class_order must be 'sorted' or 'file', got {class_order!r}")
         self.frames_dir = self._path(frames_dir)
         self.labels_file = self._path(labels_file)
         self.split_files = {"train": self._path(train_file), "val": self._path(val_file), "test": self._path(test_file)}
@@ -66,24 +67,32 @@ class SSv1Annotations(Annotations):
         return ""
 
     def _read_class_names(self) -> list[str]:
-        require_file(self.labels_file, "SSv1 labels file")
-        names = check_unique_names([line for _, line in numbered_lines(self.labels_file)], self.labels_file)
+        self._require(self.labels_file, "SSv1 labels file", "labels_file")
+        located = [(line, f"line {line_no}") for line_no, line in numbered_lines(self.labels_file)]
+        names = check_unique_names(located, self.labels_file)
         return sorted(names) if self.class_order == "sorted" else names
 
+    def _class_source(self) -> str:
+        return str(self.labels_file)
+
     def _records(self, split: str) -> list[VideoRecord]:
-        source = require_file(self.split_files[split], f"SSv1 {split} annotation file")
+        source = self._require(self.split_files[split], f"SSv1 {split} annotation file", f"{split}_file")
         class_ids = {name: i for i, name in enumerate(self.class_names())}
         located = []
         for line_no, line in numbered_lines(source):
             where = f"{source}:{line_no}"
             video_id, sep, name = (part.strip() for part in line.partition(";"))
-            if not video_id or (sep and not name) or (not sep and split != "test"):
-                raise ValueError(f"{where}: expected '<id>;<class name>', got {line!r}")
+            if not video_id or (sep and not name) or (not sep and split != "test") or len(video_id.split()) > 1:
+                expected = "'<id>;<class name>'" + (" or '<id>'" if split == "test" else "")
+                hint = separator_hint(line, ";") or (" (ids have no spaces: the fields are separated by ';')")
+                raise DataError(f"{where}: expected {expected}, got {line!r}{hint}")
             if not sep:
                 label = UNLABELLED
             elif name in class_ids:
                 label = class_ids[name]
             else:
-                raise ValueError(f"{where}: class {name!r} is not in {self.labels_file}")
+                raise DataError(
+                    f"{where}: class {name!r} is not in {self.labels_file}: check that both files are of one release"
+                )
             located.append((VideoRecord(path=self.frames_dir / video_id, label=label, video_id=video_id), where))
         return checked_records(located, split=split, source=source, num_classes=self.num_classes)

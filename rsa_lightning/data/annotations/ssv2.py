@@ -15,6 +15,7 @@ from rsa_lightning.data.annotations.common import (
     load_json_list,
     names_by_id,
 )
+from rsa_lightning.errors import DataError
 
 
 class SSv2Annotations(Annotations):
@@ -54,36 +55,51 @@ class SSv2Annotations(Annotations):
         self.split_files = {"train": self._path(train_file), "val": self._path(val_file), "test": self._path(test_file)}
 
     def _template_ids(self) -> dict[str, int]:
-        data = load_json(self.labels_file, "SSv2 labels file")
+        data = load_json(self.labels_file, "SSv2 labels file", root=self.root, key="labels_file")
         if not isinstance(data, dict):
-            raise ValueError(f"{self.labels_file}: expected a JSON object template -> id, got {type(data).__name__}")
+            raise DataError(
+                f"{self.labels_file}: expected a JSON object template -> id, got {type(data).__name__}: is it "
+                "something-something-v2-labels.json?"
+            )
         ids = {}
         for template, class_id in data.items():
-            if not str(class_id).isdigit():
-                raise ValueError(f"{self.labels_file}: id of {template!r} must be a number, got {class_id!r}")
+            if isinstance(class_id, bool) or not str(class_id).isdigit():
+                raise DataError(f"{self.labels_file}: id of {template!r} must be a number, got {class_id!r}")
             ids[template] = int(class_id)
         return ids
 
     def _read_class_names(self) -> list[str]:
         return names_by_id(self._template_ids().items(), self.labels_file)
 
+    def _class_source(self) -> str:
+        return str(self.labels_file)
+
     def _records(self, split: str) -> list[VideoRecord]:
         source = self.split_files[split]
-        entries = load_json_list(source, f"SSv2 {split} annotation file")
+        key = {"train": "train_file", "val": "val_file", "test": "test_file"}[split]
+        entries = load_json_list(source, f"SSv2 {split} annotation file", root=self.root, key=key)
         template_ids = {name: i for i, name in enumerate(self.class_names())}
         located = []
         for index, entry in enumerate(entries):
             where = f"{source}: entry {index}"
-            video_id = str(json_field(entry, "id", where)).strip()
+            raw_id = json_field(entry, "id", where)
+            video_id = str(raw_id).strip()
+            if isinstance(raw_id, (bool, list, dict)) or raw_id is None or not video_id:
+                raise DataError(f"{where}: 'id' must be a video number, got {raw_id!r}")
             if split == "test":
                 label = UNLABELLED
             else:
                 template = json_field(entry, "template", where)
-                name = str(template).replace("[", "").replace("]", "")
+                if not isinstance(template, str):
+                    raise DataError(
+                        f"{where} (id {video_id}): 'template' must be a string such as 'Holding [something]', got "
+                        f"{template!r}"
+                    )
+                name = template.replace("[", "").replace("]", "")
                 if name not in template_ids:
-                    raise ValueError(
+                    raise DataError(
                         f"{where} (id {video_id}): template {template!r} (brackets removed: {name!r}) is not a class "
-                        f"of {self.labels_file}"
+                        f"of {self.labels_file}: use the labels file of the same release"
                     )
                 label = template_ids[name]
             path = self.videos_dir / f"{video_id}{self.video_ext}"
