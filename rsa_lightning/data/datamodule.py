@@ -11,12 +11,14 @@ Normalisation happens here, once, on the device: the loaders yield uint8 clips (
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
@@ -27,12 +29,22 @@ from rsa_lightning.data.resumable import resumable_loader
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.transforms import mirror_pairs, normalize
 from rsa_lightning.errors import ConfigError, DataError
+from rsa_lightning.utils.signals import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MONITORS = ("val/acc1", "val/acc5", "val/mean_class_acc")
 PREDICT = "predict"  # key of the predict split's dataset (``predict_split`` with every evaluation view)
+
+
+def init_worker(worker_id: int) -> None:
+    """A DataLoader worker's set-up: ignore stop signals meant for the job (:mod:`rsa_lightning.utils.signals`), then
+    Lightning's worker seeding when ``seed_everything(workers=True)`` asked for it (Lightning adds its own
+    ``worker_init_fn`` only to loaders that have none). Samples are seeded per index anyway (:mod:`.resumable`)."""
+    ignore_stop_signals(worker_id)
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        pl_worker_init_function(worker_id)
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -261,12 +273,14 @@ class VideoDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader_options(self) -> dict[str, Any]:
+        # worker_init_fn: workers outlive a stop signal sent to the whole job, so StopOnSignal can save and stop
         # generator: creating a loader's iterator draws its workers' base seed from this generator, not from
         # torch's global RNG (dropout, mixup), so validation does not shift the training run's random stream
         return {
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": init_worker if self.num_workers > 0 else None,
             "generator": torch.Generator().manual_seed(0 if self.seed is None else self.seed),
         }
 
