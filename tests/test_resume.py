@@ -19,6 +19,7 @@ import torch
 from conftest import ROOT, tiny_synthetic_overrides
 
 from rsa_lightning.resume import find_run_dir, refused_overrides, resume_config
+from rsa_lightning.utils.config import overridden_keys
 from rsa_lightning.utils.csv_logger import cut_csv_log
 from rsa_lightning.utils.wandb_offline import STEP_KEY, history_rows
 
@@ -247,6 +248,11 @@ def test_resume_config_keeps_the_run_and_applies_harmless_overrides(tmp_path):
     with pytest.raises(ValueError, match="seed=42"):
         resume_config(now, run_dir, ["seed=42"])
     assert not refused_overrides(OmegaConf.create(saved), OmegaConf.create(saved), ["seed"])  # the same value is fine
+    # a group override of the run's data (data/backend=pyav) is refused too, not silently ignored
+    with_backend = OmegaConf.merge(now, {"data": {"backend": {"_target_": "PyAVBackend"}}})
+    run = OmegaConf.merge(saved, {"data": {"backend": {"_target_": "DecordBackend"}}})
+    refused = refused_overrides(run, with_backend, overridden_keys(["data/backend=pyav"]))
+    assert len(refused) == 1 and refused[0].startswith("data.backend"), refused
 
 
 def test_cut_csv_log(tmp_path):
