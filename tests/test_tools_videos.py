@@ -100,7 +100,7 @@ def test_extract_frames_writes_numbered_jpegs_and_resumes(tmp_path):
     assert not (dst / "b" / "broken").exists()
     names = {p.name for p in (dst / "a" / "v0").iterdir()}
     assert names == {f"{i:05d}.jpg" for i in range(1, 11)} | {DONE_MARKER}
-    assert (dst / "a" / "v0" / DONE_MARKER).read_text().strip() == "10"
+    assert (dst / "a" / "v0" / DONE_MARKER).read_text().splitlines()[:2] == ["10", "source=a/v0.mp4"]
     backend = FrameFolderBackend()
     frames, _ = backend.read(VideoRecord(dst / "a" / "v0", 0, "a/v0"), lambda n: np.arange(n))
     assert frames.shape == (10, 16, 16, 3)

@@ -13,15 +13,28 @@ Any failure of the file (missing, zero-byte, unreadable, corrupt, truncated, no 
 error and the low-level decord reads live in :mod:`rsa_lightning.data.video_io`, shared with the probes of
 :mod:`rsa_lightning.data.probing`.
 
-Open-GOP H.264 and decord
--------------------------
-decord returns wrong frames after seeking in open-GOP H.264 files and seeks the others exactly (measured and
-explained in :mod:`rsa_lightning.data.probing`). Hence ``DecordBackend(seek_mode="auto")`` decodes files known
-(``open_gop_files``, written by ``rsa_lightning.tools.scan_videos``) or detected
-(:func:`~rsa_lightning.data.probing.detect_open_gop`, a demux-only check) to be open-GOP sequentially from frame 0,
-and everything else with decord's fast seeking. :class:`PyAVBackend` seeks by timestamp to the keyframe preceding
-each wanted frame and decodes forward, which is exact on open-GOP files too; ``rsa_lightning.tools.reencode_videos``
-rewrites a data set as closed-GOP H.264 once and for all.
+What a file is, and which backend reads it
+------------------------------------------
+A video file is what the sequential reference decode of :func:`rsa_lightning.data.video_io.iter_frames` makes of it:
+its frames in presentation order, RGB, oriented by the display matrix as a player shows them. Both video backends
+return exactly these frames at these indices, or raise :class:`VideoDecodeError`.
+
+:class:`PyAVBackend` seeks by presentation timestamp to the keyframe before each wanted frame and decodes forward,
+checking every timestamp it sees against the file's packets (strictly increasing, each a packet's, the target
+reached); files whose timestamps cannot locate a frame (AVI with B-frames: decode-order timestamps) and any failed
+check are decoded sequentially from the start and counted (the reference decode itself). It is exact on every file
+it can open, open GOPs included.
+
+:class:`DecordBackend` (fast) trusts decord only where decord is known to be exact. decord returns wrong frames
+after seeking in open-GOP H.264 files and in files with decode-order timestamps (measured and explained in
+:mod:`rsa_lightning.data.probing`), so with ``seek_mode="auto"`` it decodes files known (``open_gop_files``, the list
+``rsa_lightning.tools.scan_videos`` writes after comparing decord's seeks with the reference decode where training
+reads, last frames included) or detected (:func:`~rsa_lightning.data.probing.probe_video`, packets only) to be such
+sequentially from frame 0. Files decord cannot read exactly or at all are decoded by :class:`PyAVBackend`: files
+the scan lists as ``pyav``, files with a rotation or mirror display matrix (decord fails on 90-degree rotations and
+ignores mirrors), and any file decord refuses (a VP9 webm written live, without duration or cues; a one-frame webm;
+"broken metadata"), logged once per file. Only a file neither can read raises :class:`VideoDecodeError`.
+``rsa_lightning.tools.reencode_videos`` rewrites such files as closed-GOP H.264 once and for all.
 """
 
 from __future__ import annotations
@@ -29,15 +42,36 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Protocol, Union
 
 import numpy as np
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.probing import count_decodable_frames, detect_open_gop_cached, read_path_list
-from rsa_lightning.data.video_io import VideoDecodeError, check_file, decord_sequential, describe, open_decord
+from rsa_lightning.data.probing import (
+    EXACT,
+    SEQUENTIAL,
+    count_decodable_frames,
+    probe_orientation_cached,
+    probe_video_cached,
+    read_decode_modes,
+    timestamps_may_be_decode_order,
+)
+from rsa_lightning.data.video_io import (
+    IDENTITY,
+    NO_FRAMES,
+    VideoDecodeError,
+    check_file,
+    decord_sequential,
+    describe,
+    frame_orientation,
+    frame_to_rgb,
+    iter_frames,
+    no_video_error,
+    open_container,
+    open_decord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +114,30 @@ def clip_length(record: VideoRecord, num_file_frames: int) -> int:
     return n
 
 
+class _SameChoice:
+    """``choose`` called at most once per clip length: a backend that falls back to another decoder after choosing
+    decodes the same frames (and the sampler's random state advances once)."""
+
+    def __init__(self, choose: ChooseFn) -> None:
+        self.choose = choose
+        self.choices: dict[int, np.ndarray] = {}
+
+    def __call__(self, n: int) -> np.ndarray:
+        if n not in self.choices:
+            self.choices[n] = self.choose(n)
+        return self.choices[n]
+
+
+_logged: set[tuple[str, int]] = set()
+
+
+def _log_once(level: int, path: str, text: str) -> None:
+    """Log ``text`` about ``path`` once per file, level and process."""
+    if (path, level) not in _logged:
+        _logged.add((path, level))
+        log.log(level, "%s: %s", path, text)
+
+
 def _choose(choose: ChooseFn, n: int) -> np.ndarray:
     indices = np.asarray(choose(n), dtype=np.int64).reshape(-1)
     if indices.size == 0 or indices.min() < 0 or indices.max() >= n:
@@ -92,21 +150,26 @@ def _choose(choose: ChooseFn, n: int) -> np.ndarray:
 
 
 class DecordBackend:
-    """Decode video files with decord (one reader per call, opened and closed inside :meth:`read`).
+    """Decode video files with decord (one reader per call, opened and closed inside :meth:`read`), exactly.
 
     Args:
         num_threads: decoding threads per reader (1: the DataLoader workers are the parallelism).
-        seek_mode: ``"seek"``: decord's random access (fast; wrong frames on open-GOP files); ``"sequential"``:
-            read contiguously from frame 0 (exact everywhere, slower the later the last sampled frame); ``"auto"``:
-            sequential for open-GOP files, seek for the others.
-        open_gop_files: with ``"auto"``, files to decode sequentially: paths, or the path of a list file (one path
-            a line, as written by ``rsa_lightning.tools.scan_videos``; ignored while it does not exist).
-        detect_open_gop: with ``"auto"``, also run :func:`~rsa_lightning.data.probing.detect_open_gop` on files not
-            listed (once per file and process, cached).
+        seek_mode: ``"seek"``: decord's random access (fast; wrong frames in files with open GOPs or decode-order
+            timestamps); ``"sequential"``: read contiguously from frame 0 (slower the later the last sampled frame);
+            ``"auto"``: per file, what is exact: seek, sequential (files listed or detected, see the module
+            docstring) or :class:`PyAVBackend` (files listed as ``pyav``, rotated or mirrored files).
+        open_gop_files: with ``"auto"``, the files decord must not seek in: paths (decoded sequentially), or the path
+            of the list ``rsa_lightning.tools.scan_videos`` writes (one path a line, a ``pyav`` note sends the file to
+            :class:`PyAVBackend`; ignored while it does not exist).
+        detect_open_gop: with ``"auto"``, also probe files not listed
+            (:func:`~rsa_lightning.data.probing.probe_video`: open GOPs, decode-order timestamps, display matrix; once
+            per file and process, cached). Whatever the mode, files with a display matrix are read by PyAV.
+        fallback: decode a file decord cannot open or decode with :class:`PyAVBackend` (logged once per file);
+            False: raise :class:`VideoDecodeError` (the scan uses it to learn what decord itself reads).
 
-    The frame count of the container is trusted only once the sampled frames decode: when a read fails, the
-    decodable frames are counted (:func:`~rsa_lightning.data.probing.count_decodable_frames`) and, if fewer, the
-    clip is sampled again over them.
+    The frame count of the container is trusted only once the sampled frames decode: when a read fails, the decodable
+    frames are counted (:func:`~rsa_lightning.data.probing.count_decodable_frames`) and, if fewer, the clip is sampled
+    again over them.
     """
 
     def __init__(
@@ -116,6 +179,7 @@ class DecordBackend:
         seek_mode: str = "auto",
         open_gop_files: Optional[Union[str, Path, Iterable[Union[str, Path]]]] = None,
         detect_open_gop: bool = True,
+        fallback: bool = True,
     ) -> None:
         if seek_mode not in SEEK_MODES:
             raise ValueError(f"seek_mode must be one of {SEEK_MODES}, got {seek_mode!r}")
@@ -125,27 +189,63 @@ class DecordBackend:
         self.seek_mode = seek_mode
         if isinstance(open_gop_files, (str, Path)):
             if Path(open_gop_files).is_file():
-                self.open_gop_files = read_path_list(open_gop_files)
+                self.listed_modes = read_decode_modes(open_gop_files)
             else:  # like the exclusion list: used once a scan has written it
                 log.info("no open-GOP list at %s yet (scan_videos writes it); relying on detection", open_gop_files)
-                self.open_gop_files = set()
+                self.listed_modes = {}
         else:
-            self.open_gop_files = {os.path.normpath(str(p)) for p in open_gop_files or ()}
+            self.listed_modes = {os.path.normpath(str(p)): SEQUENTIAL for p in open_gop_files or ()}
         self.detect_open_gop = detect_open_gop
+        self.fallback = fallback
+
+    @property
+    def open_gop_files(self) -> set[str]:
+        """The listed files (decoded sequentially or with PyAV)."""
+        return set(self.listed_modes)
+
+    def mode_for(self, path: Path) -> str:
+        """How ``path`` is read: ``"seek"``, ``"sequential"`` (decord from frame 0) or ``"pyav"`` (exact decoder).
+
+        In every mode a file with a rotation or mirror display matrix is read by PyAV (decord fails on 90-degree
+        rotations and ignores mirrors); the orientation is probed once per file and process.
+        """
+        listed = self.listed_modes.get(os.path.normpath(str(path))) if self.seek_mode == "auto" else None
+        if listed is not None:
+            return listed
+        if self.seek_mode == "auto" and self.detect_open_gop:
+            probe = probe_video_cached(str(path))
+            if probe.orientation != IDENTITY:
+                return EXACT
+            return SEQUENTIAL if probe.seek_risk else "seek"
+        if probe_orientation_cached(str(path)) != IDENTITY:
+            return EXACT
+        return "seek" if self.seek_mode == "auto" else self.seek_mode
 
     def sequential_for(self, path: Path) -> bool:
-        """Whether ``path`` is decoded contiguously from frame 0 instead of with seeks."""
-        if self.seek_mode != "auto":
-            return self.seek_mode == "sequential"
-        if os.path.normpath(str(path)) in self.open_gop_files:
-            return True
-        return self.detect_open_gop and detect_open_gop_cached(str(path))
+        """Whether ``path`` is decoded contiguously from frame 0 (by decord, or by PyAV's exact decoder)."""
+        return self.mode_for(path) != "seek"
 
     def read(self, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:
         path = Path(record.path)
         check_file(path)
+        choose = _SameChoice(choose)
+        mode = self.mode_for(path)
+        if mode == EXACT:
+            return PyAVBackend().read(record, choose)
         try:
-            sequential = self.sequential_for(path)
+            return self._read(path, record, choose, sequential=mode == SEQUENTIAL)
+        except VideoDecodeError as err:  # decord refuses the file: a valid file it cannot read, or a broken one
+            if not self.fallback or isinstance(err, _NoVideo):
+                raise
+            # only the text is kept: the error's traceback holds decord's reader, which must be freed now, not by a
+            # later garbage collection (in a forked DataLoader worker that crashes inside decord)
+            reason = str(err).removeprefix(f"{path}: ")
+        frames, indices = PyAVBackend().read(record, choose)  # a file neither reads raises PyAV's error
+        _log_once(logging.WARNING, str(path), f"decord cannot read it ({reason}); decoded with PyAV instead")
+        return frames, indices
+
+    def _read(self, path: Path, record: VideoRecord, choose: ChooseFn, sequential: bool):
+        try:
             reader = open_decord(path, self.num_threads)
             num_file_frames = len(reader)
             if num_file_frames < 1:
@@ -170,6 +270,8 @@ class DecordBackend:
         except (VideoDecodeError, SamplerIndexError):
             raise
         except Exception as err:  # decord raises DECORDError and plain RuntimeErrors
+            if "cannot find video stream" in str(err):  # decord's "Check failed: st_nb >= 0" on audio-only files
+                raise _NoVideo(str(no_video_error(path))) from None
             raise VideoDecodeError(f"{path}: {describe(err)}") from err
         return frames, indices
 
@@ -182,52 +284,79 @@ class DecordBackend:
     def __repr__(self) -> str:
         return (
             f"DecordBackend(num_threads={self.num_threads}, seek_mode={self.seek_mode!r}, "
-            f"open_gop_files=<{len(self.open_gop_files)} files>, detect_open_gop={self.detect_open_gop})"
+            f"open_gop_files=<{len(self.listed_modes)} files>, detect_open_gop={self.detect_open_gop})"
         )
 
 
-class PyAVBackend:
-    """Decode video files with PyAV, exactly, also where decord mis-seeks (open-GOP H.264).
+class _NoVideo(VideoDecodeError):
+    """A file without video: no other decoder is tried."""
 
-    The packets are demuxed once per call (no decoding) for the presentation timestamps: frame ``i`` is the ``i``-th
-    smallest timestamp. For each wanted frame the decoder seeks to the keyframe at or before it (unless it is
-    already decoding inside that stretch) and decodes forward, keeping frames by timestamp; frames shown before the
-    keyframe it seeked to (open-GOP leading pictures) are never kept.
+
+class _TimestampMismatch(Exception):
+    """The decoded timestamps do not locate the wanted frames: decode the file sequentially instead."""
+
+
+@dataclass
+class _PacketIndex:
+    """The video packets of a file, demuxed (not decoded): presentation timestamps sorted, keyframe timestamps."""
+
+    timestamps: np.ndarray  # int64 (N,): frame i is shown at timestamps[i]
+    keyframes: np.ndarray  # int64 (K,)
+    usable: bool  # False: the timestamps may not locate a frame (maybe decode order, missing, repeated)
+
+    @classmethod
+    def demux(cls, container, stream) -> _PacketIndex:
+        pts_in_order, keyframes, sizes = [], [], 0
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            sizes += 1
+            pts_in_order.append(packet.pts)
+            if packet.is_keyframe and packet.pts is not None:
+                keyframes.append(packet.pts)
+        known = [pts for pts in pts_in_order if pts is not None]
+        timestamps = np.unique(np.asarray(known, dtype=np.int64))
+        usable = len(timestamps) == sizes and not timestamps_may_be_decode_order(stream.codec_context, pts_in_order)
+        if not usable:  # frames are counted, not located by timestamp
+            timestamps = np.arange(sizes, dtype=np.int64)
+        return cls(timestamps, np.unique(np.asarray(keyframes, dtype=np.int64)), usable)
+
+
+class PyAVBackend:
+    """Decode video files with PyAV, exactly: the frames of the reference decode
+    (:func:`rsa_lightning.data.video_io.iter_frames`) at the wanted indices, on every file PyAV can open.
+
+    The packets are demuxed once per call (no decoding). Where their presentation timestamps locate the frames
+    (frame ``i`` is the ``i``-th smallest timestamp), each wanted frame is reached by seeking to the keyframe at or
+    before it (unless the decoder is already inside that stretch) and decoding forward; every decoded timestamp is
+    checked (one of the packets', strictly increasing, the target reached), and frames shown before the keyframe
+    seeked to (open-GOP leading pictures) are never kept. Files whose timestamps cannot locate a frame (decode-order
+    timestamps of AVI with B-frames, missing or repeated ones) and any failed check are decoded sequentially from
+    the first frame, counting frames, as the reference does (logged once per file).
     """
 
     def read(self, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:
-        import av
-
         path = Path(record.path)
         check_file(path)
         try:
-            with av.open(str(path)) as container:
+            with open_container(path) as container:
                 if not container.streams.video:
-                    raise VideoDecodeError(f"{path}: no video stream")
+                    raise no_video_error(path)
                 stream = container.streams.video[0]
-                timestamps, keyframes = [], []
-                for packet in container.demux(stream):
-                    pts = packet.pts if packet.pts is not None else packet.dts
-                    if not packet.size or pts is None:
-                        continue
-                    timestamps.append(pts)
-                    if packet.is_keyframe:
-                        keyframes.append(pts)
-                timestamps = np.unique(np.asarray(timestamps, dtype=np.int64))
-                keyframes = np.unique(np.asarray(keyframes, dtype=np.int64))
-                if timestamps.size == 0:
-                    raise VideoDecodeError(f"{path}: no frames")
+                index = _PacketIndex.demux(container, stream)
+                if index.timestamps.size == 0:
+                    raise no_video_error(path, NO_FRAMES)
                 start = record.start_frame or 0
-                indices = _choose(choose, clip_length(record, len(timestamps)))
+                indices = _choose(choose, clip_length(record, len(index.timestamps)))
                 try:
-                    frames = self._decode(container, stream, timestamps[start + indices], keyframes)
+                    frames = self._decode(container, stream, index, start + indices, path)
                 except Exception as err:
                     decodable = count_decodable_frames(path)
-                    if decodable >= len(timestamps) or decodable <= start:
+                    if decodable >= len(index.timestamps) or decodable <= start:
                         raise
                     indices = _choose(choose, clip_length(record, decodable))
                     try:
-                        frames = self._decode(container, stream, timestamps[start + indices], keyframes)
+                        frames = self._decode(container, stream, index, start + indices, path)
                     except Exception:
                         raise err from None
         except (VideoDecodeError, SamplerIndexError):
@@ -236,29 +365,61 @@ class PyAVBackend:
             raise VideoDecodeError(f"{path}: {describe(err)}") from err
         return frames, indices
 
+    def _decode(self, container, stream, index: _PacketIndex, wanted: np.ndarray, path: Path) -> np.ndarray:
+        if index.usable:
+            try:
+                return self._decode_by_timestamp(container, stream, index, wanted)
+            except _TimestampMismatch as why:
+                _log_once(logging.INFO, str(path), f"{why}; decoding it sequentially (exact, slower)")
+        else:
+            _log_once(logging.DEBUG, str(path), "timestamps do not locate frames; decoding it sequentially")
+        return self._decode_sequentially(path, wanted)
+
     @staticmethod
-    def _decode(container, stream, targets: np.ndarray, keyframes: np.ndarray) -> np.ndarray:
-        wanted = np.unique(targets)
-        wanted_set = set(wanted.tolist())
+    def _decode_sequentially(path: Path, wanted: np.ndarray) -> np.ndarray:
+        """Frames ``wanted`` of the reference decode (sequential from frame 0, counted)."""
+        wanted_set, last = set(wanted.tolist()), int(wanted.max())
         out: dict[int, np.ndarray] = {}
+        count = 0
+        for count, frame in enumerate(iter_frames(path), start=1):
+            if count - 1 in wanted_set:
+                out[count - 1] = frame
+            if count > last:
+                break
+        if count <= last:
+            raise VideoDecodeError(f"{path}: frame {last} requested, the file decodes {count} frames")
+        return np.stack([out[int(i)] for i in wanted])
+
+    @staticmethod
+    def _decode_by_timestamp(container, stream, index: _PacketIndex, wanted: np.ndarray) -> np.ndarray:
+        targets = index.timestamps[wanted]
+        known, wanted_set = set(index.timestamps.tolist()), set(targets.tolist())
+        out: dict[int, np.ndarray] = {}
+        orientation = None
         frames_iter, position, floor = None, None, None  # decoder state: last timestamp seen, keyframe seeked to
-        for target in wanted.tolist():
-            at_or_before = keyframes[keyframes <= target]
-            keyframe = int(at_or_before[-1]) if at_or_before.size else target
+        for target in np.unique(targets).tolist():
+            at_or_before = index.keyframes[index.keyframes <= target]
+            keyframe = int(at_or_before[-1]) if at_or_before.size else int(index.timestamps[0])
             if frames_iter is None or position is None or keyframe > position:
                 container.seek(keyframe, stream=stream, backward=True, any_frame=False)
                 stream.codec_context.flush_buffers()
                 frames_iter, position, floor = container.decode(stream), None, keyframe
             for frame in frames_iter:
-                if frame.pts is None:
-                    raise VideoDecodeError("decoded frame without timestamp: use DecordBackend for this file")
-                position = max(position, frame.pts) if position is not None else frame.pts
+                if frame.pts is None or frame.pts not in known:
+                    raise _TimestampMismatch(f"a decoded frame has timestamp {frame.pts}, no packet's")
+                if position is not None and frame.pts <= position:
+                    raise _TimestampMismatch("decoded timestamps do not increase")
+                if position is None and frame.pts > target:
+                    raise _TimestampMismatch(f"the seek to {keyframe} went past {target}")
+                position = frame.pts
+                if orientation is None:
+                    orientation = frame_orientation(frame)
                 if frame.pts >= floor and frame.pts in wanted_set and frame.pts not in out:
-                    out[frame.pts] = frame.to_ndarray(format="rgb24")
+                    out[frame.pts] = orientation.apply(frame_to_rgb(frame))
                 if position >= target:
                     break
             if target not in out:
-                raise VideoDecodeError(f"frame at timestamp {target} was not decoded (damaged or truncated file)")
+                raise _TimestampMismatch(f"the frame at timestamp {target} was not decoded after a seek")
         return np.stack([out[int(t)] for t in targets])
 
     def __repr__(self) -> str:

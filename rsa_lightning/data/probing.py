@@ -1,9 +1,21 @@
 """Probe video files once, before training on them: decodable frames, open GOPs, and decord's seek accuracy.
 
-:func:`count_decodable_frames` (the true length of a damaged file), :func:`detect_open_gop` (from the packets alone)
-and :func:`check_seek_accuracy` (per pixel, seeks against a sequential decode) serve two users:
-``rsa_lightning.tools.scan_videos``, which writes the open-GOP list that :func:`read_path_list` reads, and
-:class:`~rsa_lightning.data.decoding.DecordBackend`, which decodes open-GOP files sequentially.
+:func:`count_decodable_frames` (the true length of a damaged file), :func:`detect_open_gop` and :func:`probe_video`
+(from the packets alone, plus the first frame's display matrix) and :func:`check_seek_accuracy` (per pixel, seeks
+against a sequential decode) serve two users: ``rsa_lightning.tools.scan_videos``, which writes the list of files
+decord must not seek in (``open_gop.txt``, read by :func:`read_decode_modes`), and
+:class:`~rsa_lightning.data.decoding.DecordBackend`, which decodes those files sequentially or with PyAV.
+
+Timestamps in decode order (AVI)
+--------------------------------
+AVI stores no presentation timestamps: its packets count frames in *decode* order. With B-frames (MPEG-4 Part 2,
+H.264) the decoder shows frames in another order than it receives them, so a timestamp no longer says which frame
+a packet is: measured here, decord returns other frames after most seeks in such files (also for the last frames,
+e.g. frame 71 read as 68), and a decoder that stops at the first frame whose timestamp reaches the target returns the
+wrong frame or none. :func:`probe_video` flags these files (B-frames, and packet timestamps that never go back);
+they are read sequentially (decord) or counted from the start (:class:`~rsa_lightning.data.decoding.PyAVBackend`).
+decord's seeks were also found wrong in an AVI H.264 file without B-frames (x264 scene-cut I-frames that are not
+IDR, marked as keyframes in the AVI index): decord reads every AVI file sequentially.
 
 Open-GOP H.264 and decord
 -------------------------
@@ -28,18 +40,27 @@ from typing import Optional, Union
 
 import numpy as np
 
-from rsa_lightning.data.video_io import VideoDecodeError, check_file, decord_sequential, describe, open_decord
+from rsa_lightning.data.video_io import (
+    IDENTITY,
+    Orientation,
+    VideoDecodeError,
+    check_file,
+    decord_sequential,
+    describe,
+    frame_orientation,
+    open_container,
+    open_decord,
+)
 
 log = logging.getLogger(__name__)
 
 
 def count_decodable_frames(path: Union[str, Path]) -> int:
     """Frames PyAV decodes from the start of ``path`` before the first error (the true count of a damaged file)."""
-    import av
 
     count = 0
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             for _ in container.decode(video=0):
                 count += 1
     except Exception as err:  # av.FFmpegError and friends: the damaged tail starts here
@@ -77,6 +98,35 @@ def _keyframe_is_closed(codec: str, data: bytes, length_size: Optional[int]) -> 
     return True
 
 
+class _OpenGopCheck:
+    """Fed a video stream's packets in decode order; ``found`` once one shows an open GOP (see
+    :func:`detect_open_gop`)."""
+
+    def __init__(self, stream) -> None:
+        self.codec = stream.codec_context.name
+        extradata = bytes(stream.codec_context.extradata or b"")
+        self.length_size = (extradata[4] & 0x03) + 1 if extradata[:1] == b"\x01" and len(extradata) > 4 else None
+        self.keyframes_seen, self.keyframe_pts, self.found = 0, None, False
+
+    def feed(self, packet) -> bool:
+        if self.found or not packet.size:
+            return self.found
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if packet.is_keyframe:
+            self.keyframes_seen += 1
+            self.keyframe_pts = pts
+            if self.keyframes_seen > 1 and not _keyframe_is_closed(self.codec, bytes(packet), self.length_size):
+                self.found = True
+        elif self.keyframes_seen > 1 and pts is not None and self.keyframe_pts is not None and pts < self.keyframe_pts:
+            self.found = True
+        return self.found
+
+
+def _is_webm(path: Union[str, Path]) -> bool:
+    # WebM holds only VP8, VP9 and AV1: no open GOPs that decord mis-seeks in, no B-frame reordering
+    return Path(path).suffix.lower() == ".webm"
+
+
 def detect_open_gop(path: Union[str, Path]) -> bool:
     """Whether ``path`` has open GOPs, from its packets alone (demuxed, not decoded; about 2 ms for a 3-s mp4).
 
@@ -86,28 +136,14 @@ def detect_open_gop(path: Union[str, Path]) -> bool:
     and AV1, which decord seeks exactly; demuxing one costs about 5 ms). Unreadable files return False (the
     decode reports them).
     """
-    import av
 
-    if Path(path).suffix.lower() == ".webm":
+    if _is_webm(path):
         return False
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             stream = container.streams.video[0]
-            codec = stream.codec_context.name
-            extradata = bytes(stream.codec_context.extradata or b"")
-            length_size = (extradata[4] & 0x03) + 1 if extradata[:1] == b"\x01" and len(extradata) > 4 else None
-            keyframes_seen, keyframe_pts = 0, None
-            for packet in container.demux(stream):
-                if not packet.size:
-                    continue
-                pts = packet.pts if packet.pts is not None else packet.dts
-                if packet.is_keyframe:
-                    keyframes_seen += 1
-                    keyframe_pts = pts
-                    if keyframes_seen > 1 and not _keyframe_is_closed(codec, bytes(packet), length_size):
-                        return True
-                elif keyframes_seen > 1 and pts is not None and keyframe_pts is not None and pts < keyframe_pts:
-                    return True
+            check = _OpenGopCheck(stream)
+            return any(check.feed(packet) for packet in container.demux(stream))
     except Exception as err:
         log.debug("%s: open-GOP detection failed: %s", path, err)
     return False
@@ -117,6 +153,132 @@ def detect_open_gop(path: Union[str, Path]) -> bool:
 def detect_open_gop_cached(path: str) -> bool:
     """:func:`detect_open_gop`, remembered per path and process."""
     return detect_open_gop(path)
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What :func:`probe_video` learns about a file from its packets and first frame.
+
+    ``seek_risk``: why decord's seek cannot be trusted in it (None: nothing known against it); ``orientation``: the
+    display matrix of its first frame (see :mod:`rsa_lightning.data.video_io`); ``decode_order_timestamps``: its
+    packet timestamps count frames in decode order although the decoder reorders them (AVI with B-frames).
+    """
+
+    seek_risk: Optional[str] = None
+    orientation: Orientation = IDENTITY
+    decode_order_timestamps: bool = False
+
+
+def timestamps_may_be_decode_order(codec_context, packet_pts: list[Optional[int]]) -> bool:
+    """True when a stream whose decoder may reorder frames (B-frames) has packet timestamps that never go back (or
+    none): either no frame is reordered, or they number the frames in decode order (AVI) and cannot locate a frame.
+    :func:`probe_video` tells the two apart by decoding the first frames."""
+    if not codec_context.has_b_frames or len(packet_pts) < 2:
+        return False
+    if any(pts is None for pts in packet_pts):
+        return True
+    return all(b >= a for a, b in zip(packet_pts, packet_pts[1:]))
+
+
+_HEAD_PACKETS = 48  # packets decoded to see whether decoded timestamps follow presentation order
+
+
+def probe_video(path: Union[str, Path]) -> VideoProbe:
+    """One pass over ``path``'s packets (none for a ``.webm`` file), decoding only its first frame, or its first 48
+    packets when its timestamps may be in decode order: open GOPs (:func:`detect_open_gop`), decode-order timestamps
+    (decoded frames whose timestamps go back), AVI, orientation.
+
+    Unreadable files return ``VideoProbe()`` (the decode reports them).
+    """
+
+    try:
+        with open_container(path) as container:
+            if not container.streams.video:
+                return VideoProbe()
+            stream = container.streams.video[0]
+            codec = stream.codec_context
+            avi = container.format.name == "avi"
+            check = None if _is_webm(path) else _OpenGopCheck(stream)
+            packet_pts, head = [], []
+            if check is not None or codec.has_b_frames:
+                for packet in container.demux(stream):
+                    if packet.size:
+                        if check is not None:
+                            check.feed(packet)
+                        packet_pts.append(packet.pts)
+                        if len(head) < _HEAD_PACKETS:
+                            head.append(packet)
+            suspect = timestamps_may_be_decode_order(codec, packet_pts)
+            orientation, decoded_pts = None, []
+            for packet in head:
+                for frame in codec.decode(packet):
+                    orientation = orientation or frame_orientation(frame, path)
+                    decoded_pts.append(frame.pts)
+                if orientation is not None and not suspect:
+                    break
+            if orientation is None and not head:  # not demuxed: the first frame
+                for frame in container.decode(stream):
+                    orientation = frame_orientation(frame, path)
+                    break
+    except Exception as err:
+        log.debug("%s: probe failed: %s", path, err)
+        return VideoProbe()
+    decode_order = suspect and (None in decoded_pts or any(b <= a for a, b in zip(decoded_pts, decoded_pts[1:])))
+    risk = (
+        "open GOPs"
+        if check is not None and check.found
+        else "timestamps in decode order (B-frames in an AVI-like container)"
+        if decode_order
+        else "AVI container (decord's seeks in AVI files were found wrong, with and without B-frames)"
+        if avi
+        else None
+    )
+    return VideoProbe(seek_risk=risk, orientation=orientation or IDENTITY, decode_order_timestamps=decode_order)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def probe_video_cached(path: str) -> VideoProbe:
+    """:func:`probe_video`, remembered per path and process."""
+    return probe_video(path)
+
+
+def probe_orientation(path: Union[str, Path]) -> Orientation:
+    """The display-matrix orientation of ``path``'s first frame (identity when there is none or the file does not
+    decode: the decode reports it)."""
+
+    try:
+        with open_container(path) as container:
+            for frame in container.decode(video=0):
+                return frame_orientation(frame, path)
+    except Exception as err:
+        log.debug("%s: orientation probe failed: %s", path, err)
+    return IDENTITY
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def probe_orientation_cached(path: str) -> Orientation:
+    """:func:`probe_orientation`, remembered per path and process."""
+    return probe_orientation(path)
+
+
+# modes of the scan's list of files decord must not seek in (the second field of a line)
+SEQUENTIAL, EXACT = "sequential", "pyav"
+
+
+def read_decode_modes(path: Union[str, Path]) -> dict[str, str]:
+    """``{path: mode}`` of a list as :func:`read_path_list` reads it; the mode is the second field's first word,
+    ``pyav`` (decord cannot read the file exactly: decode it with PyAV) or else ``sequential``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"open-GOP list {path} does not exist (rsa_lightning.tools.scan_videos writes one)")
+    modes = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            fields = line.split("\t")
+            note = fields[1].strip() if len(fields) > 1 else ""
+            modes[os.path.normpath(fields[0])] = EXACT if note.split(":")[0].strip() == EXACT else SEQUENTIAL
+    return modes
 
 
 def read_path_list(path: Union[str, Path]) -> set[str]:

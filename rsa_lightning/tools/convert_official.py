@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -30,9 +32,13 @@ from typing import Any, Optional
 import hydra
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from rsa_lightning.errors import CheckpointError, ConfigError, MissingFileError, UserError, run_cli
 from rsa_lightning.models.official import describe_arch, official_to_resnet_state_dict, read_official_checkpoint
+from rsa_lightning.tools.extract_frames import ToolArgumentParser
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +46,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
 MODEL_CONFIG = "rsa_r50"
 DEFAULT_DATA = "ssv2"
+PROG = "python -m rsa_lightning.tools.convert_official"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6 is a zip archive
+LIGHTNING_KEY = b"pytorch-lightning_version"  # a key of every Lightning checkpoint, stored in its data.pkl
 
 
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:
     """One class name per line (blank lines ignored); there must be exactly ``num_classes``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--class-names {path} is not a file")
+        raise MissingFileError(f"--class-names {path} is not a file: give a text file with one class name a line")
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if len(names) != num_classes:
         raise ValueError(f"--class-names {path} lists {len(names)} classes, but the checkpoint has {num_classes}")
@@ -75,8 +84,21 @@ def compose_config(
     all_overrides = [*model, f"data={data}", *overrides]
     if num_frames is not None:
         all_overrides.append(f"data.num_frames={num_frames}")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=all_overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=all_overrides)
+    except HydraException as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        hint = f" ({lines[1]})" if len(lines) > 1 and lines[1].startswith("To append") else ""
+        raise ConfigError(
+            f"the overrides {list(overrides)} do not compose with data={data}: {lines[0]}{hint}; check the keys "
+            f"(python train.py data={data} --cfg job lists them)"
+        ) from err
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError(
+            f"data.root is not set and data={data} needs it: add data.root=/path/to/dataset to the command line "
+            "(it is written into the converted config)"
+        )
 
     if OmegaConf.is_missing(cfg.data, "num_classes"):  # a data config that leaves the class count open
         cfg.data.num_classes = arch["num_classes"]
@@ -86,7 +108,11 @@ def compose_config(
             "--data config of the dataset it was trained on"
         )
     apply_arch(cfg.model.net, arch)
-    return {key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True) for key in ("model", "data")}
+    try:
+        return {key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True) for key in ("model", "data")}
+    except OmegaConfBaseException as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"data={data} with {list(overrides)} does not resolve: {first_line}; set that key") from err
 
 
 def apply_arch(net: DictConfig, arch: dict[str, Any]) -> None:
@@ -110,6 +136,50 @@ def apply_arch(net: DictConfig, arch: dict[str, Any]) -> None:
         net.pretrained = None
 
 
+def check_source(src: Path) -> None:
+    """Refuse what can be told not to be an official checkpoint without unpickling it: a missing, empty or truncated
+    file, or a Lightning checkpoint (of rsa_lightning: it needs no conversion). The message names the fix."""
+    if not src.exists():
+        raise MissingFileError(
+            f"{src} does not exist: give the path of a released official RSANet checkpoint (.pth.tar)"
+        )
+    if not src.is_file():
+        raise MissingFileError(
+            f"{src} is not a file: give the path of a released official RSANet checkpoint (.pth.tar)"
+        )
+    if src.stat().st_size == 0:
+        raise CheckpointError(f"{src} is empty (0 bytes): download the official checkpoint again")
+    with open(src, "rb") as file:
+        magic = file.read(len(ZIP_MAGIC))
+    if magic != ZIP_MAGIC:
+        return  # a legacy (pre-1.6) torch file, or not a torch file: read_official_checkpoint says which
+    if not zipfile.is_zipfile(src):
+        raise CheckpointError(
+            f"{src} is truncated (its zip archive has no end; {src.stat().st_size} bytes): download it again"
+        )
+    with zipfile.ZipFile(src) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+        if pickles and LIGHTNING_KEY in archive.read(pickles[0]):
+            raise CheckpointError(
+                f"{src} is a Lightning checkpoint (of rsa_lightning), not an official one: it needs no conversion, "
+                f"evaluate it with python eval.py ckpt_path={src}"
+            )
+
+
+def check_destination(src: Path, dst: Path) -> None:
+    """Refuse a ``dst`` that would overwrite ``src``, is a folder, or cannot be written, before any work."""
+    if dst.resolve() == src.resolve():
+        raise ConfigError(f"DST {dst} would overwrite SRC; choose another file")
+    if dst.is_dir():
+        raise ConfigError(f"DST {dst} is a folder: give the file to write, e.g. {dst / 'rsa.ckpt'}")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {dst.parent}: {err.strerror or err}; choose a writable DST") from err
+    if not os.access(dst.parent, os.W_OK | os.X_OK) or (dst.exists() and not os.access(dst, os.W_OK)):
+        raise UserError(f"cannot write {dst}: permission denied; choose a writable DST")
+
+
 def convert_official(
     src: str | Path,
     dst: str | Path,
@@ -122,9 +192,14 @@ def convert_official(
 ) -> dict[str, Any]:
     """Write the converted checkpoint ``dst`` and its YAML config; returns a summary (also logged)."""
     src, dst = Path(src), Path(dst)
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"DST {dst} would overwrite SRC; choose another file")
+    check_source(src)
+    check_destination(src, dst)
     state_dict, meta = read_official_checkpoint(src)
+    if state_dict and all(key.startswith("net.") for key in state_dict):
+        raise CheckpointError(
+            f"{src} is already an rsa_lightning checkpoint (its keys start with 'net.'), not an official one: "
+            f"evaluate it with python eval.py ckpt_path={src}"
+        )
     net_state, arch = official_to_resnet_state_dict(state_dict, num_heads=num_heads, source=str(src))
     class_names = read_class_names(class_names_file, arch["num_classes"]) if class_names_file else None
     config = compose_config(arch, data=data, num_frames=num_frames, overrides=overrides)
@@ -145,7 +220,12 @@ def convert_official(
         checkpoint["class_names"] = class_names
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, dst)
+    partial = dst.with_name(f".{dst.name}.partial")
+    try:
+        torch.save(checkpoint, partial)
+        os.replace(partial, dst)  # a failed save (disk full, killed) never leaves a DST that looks complete
+    finally:
+        partial.unlink(missing_ok=True)
     config_file = dst.with_suffix(".yaml")
     header = f"# {dst.name}: converted from the official checkpoint {src} ({meta or 'a bare state dict'})\n"
     config_file.write_text(header + OmegaConf.to_yaml(OmegaConf.create(config)))
@@ -167,8 +247,8 @@ def convert_official(
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m rsa_lightning.tools.convert_official",
+    parser = ToolArgumentParser(
+        prog=PROG,
         description="Convert an official RSANet checkpoint (.pth.tar) into an rsa_lightning .ckpt for eval.py.",
     )
     parser.add_argument("src", type=Path, help="official checkpoint (or bare state dict)")
@@ -181,23 +261,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # overrides may follow the options
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; a bad argument or file raises a :class:`UserError` (one line and exit code 2 under
+    :func:`rsa_lightning.errors.run_cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))  # as train.py / eval.py: paths.root_dir
     args = parse_args(argv)
-    try:
-        convert_official(
-            args.src,
-            args.dst,
-            data=args.data,
-            class_names_file=args.class_names,
-            num_frames=args.num_frames,
-            num_heads=args.num_heads,
-            overrides=args.overrides,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"convert_official: error: {err}") from err
+    convert_official(
+        args.src,
+        args.dst,
+        data=args.data,
+        class_names_file=args.class_names,
+        num_frames=args.num_frames,
+        num_heads=args.num_heads,
+        overrides=args.overrides,
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,31 +1,43 @@
-"""Check every video of a data set once, before training: write the exclusion list and the open-GOP list.
+"""Check every video of a data set once, before training: write the exclusion list and the list of files decord
+must not seek in (``open_gop.txt``).
 
     python -m rsa_lightning.tools.scan_videos data=<name> [data.root=...] [splits=[train,val]] [workers=8]
-        [seek_check_samples=8] [exclusions_file=...] [open_gop_file=...]
+        [verify=true] [seek_check_samples=4] [exclusions_file=...] [open_gop_file=...]
 
 The data config (``conf/data/<name>.yaml``, composed with ``conf/scan.yaml``) is instantiated as the training run
 would, but without its exclusion list, so a re-scan checks every video again; its DataModule provides
 ``records(split)`` and, optionally, a ``backend`` attribute (default: decord). ``splits: null`` scans every split the
-annotations have. Each
-distinct file is checked in a process pool: it must open, have frames, and decode its first, middle and last frame
-through the backend (which also counts the frames of a damaged file that the container overstates). For video
-files, open GOPs are detected from the packets and, with ``seek_check_samples > 0``, confirmed per pixel
-(:func:`rsa_lightning.data.probing.check_seek_accuracy`).
+annotations have. Each distinct file is checked in a process pool: it must open, have frames, and decode its first,
+middle and last frame through the backend (which also counts the frames of a damaged file that the container
+overstates).
+
+With ``verify=true`` (the default) every video file is then decoded once sequentially (the reference decode of
+:mod:`rsa_lightning.data.video_io`, which defines the file's frames) and compared per pixel, where training reads
+(the first, middle and last frames, the last frames alone and ``seek_check_samples`` random ones, in clip-sized
+reads), with what decord with seeks, decord sequentially, PyAV and the configured backend return. Each file's report
+says, per reader, ``exact`` or why not (wrong frames and where, another frame count or size, an error); a file the
+configured backend (with the list below in place) does not read exactly is excluded with that reason. With
+``verify=false`` only the packets are checked for open GOPs and, with ``seek_check_samples > 0``, decord's seeks are
+compared with decord's own sequential decode (:func:`rsa_lightning.data.probing.check_seek_accuracy`).
 
 Outputs: ``exclusions_file`` (``<split>\\t<video_id>\\t<path>\\t<reason>`` per failing video, see
-:func:`rsa_lightning.data.exclusions.write_exclusions`; written even when empty) and ``open_gop_file`` (one path a line;
-``DecordBackend(open_gop_files=...)`` decodes these sequentially; or re-encode them with
-``rsa_lightning.tools.reencode_videos``).
+:func:`rsa_lightning.data.exclusions.write_exclusions`; written even when empty) and ``open_gop_file``: one
+``<path>\\t<mode>: <reason>`` a line for the files decord must not seek in (open GOPs, decode-order timestamps,
+seeks found wrong, a display matrix); ``DecordBackend(seek_mode="auto", open_gop_files=...)`` reads mode
+``sequential`` files from frame 0 and mode ``pyav`` files with PyAV. Or re-encode them once with
+``rsa_lightning.tools.reencode_videos``.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import multiprocessing
 import os
+import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,10 +46,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend
+from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
 from rsa_lightning.data.exclusions import Exclusion, write_exclusions
-from rsa_lightning.data.probing import check_seek_accuracy, detect_open_gop
-from rsa_lightning.data.video_io import VideoDecodeError, describe
+from rsa_lightning.data.probing import EXACT, SEQUENTIAL, check_seek_accuracy, detect_open_gop, probe_video
+from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, reference_frames
 
 SPLITS = ("train", "val", "test")
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
@@ -46,15 +58,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FileReport:
-    """The outcome of checking one file."""
+    """The outcome of checking one file.
+
+    ``readers`` says, per reader the scan tried (``decord seek``, ``decord sequential``, ``pyav`` and the configured
+    ``backend``), ``"exact"`` or why not (wrong frames, another frame count, an error); ``decord_mode`` is how
+    ``DecordBackend(seek_mode="auto")`` must read the file (None: with seeks; ``"sequential"``; ``"pyav"``).
+    """
 
     path: str
     ok: bool
     reason: str = ""
     num_frames: Optional[int] = None  # frames of the clip that decode
     listed_frames: Optional[int] = None  # frames the container (or annotation) claims, when they differ
-    open_gop: bool = False
+    open_gop: bool = False  # decord must not seek in it (open GOPs, decode-order timestamps, wrong seeks found)
     seek_wrong: list[int] = field(default_factory=list)
+    readers: dict[str, str] = field(default_factory=dict)
+    decord_mode: Optional[str] = None
 
 
 @dataclass
@@ -69,10 +88,109 @@ class ScanResult:
     open_gop_file: Optional[Path] = None
 
 
+def verification_indices(num_frames: int, samples: int, seed: int = 0) -> list[np.ndarray]:
+    """Frame groups to compare with the reference, read as training reads them (one sorted clip per read): the
+    first, middle and last frames together, the last frame alone (a fresh seek to the end), the last three, and
+    ``samples`` random frames in sorted groups of four."""
+    n = num_frames
+    groups = [np.unique([0, n // 2, n - 1]), np.array([n - 1]), np.arange(max(0, n - 3), n)]
+    if samples > 0:
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(n, size=min(samples, n), replace=False)
+        groups += [np.sort(g) for g in np.array_split(chosen, max(1, int(np.ceil(len(chosen) / 4))))]
+    return groups
+
+
+def verify_reader(read, groups: list[np.ndarray], count: int, reference: dict[int, np.ndarray]) -> tuple[str, list]:
+    """``("exact", [])`` when ``read(choose)`` (a backend's read of the whole file) returns the reference frames for
+    every group, else ``(reason, wrong indices)``."""
+    lengths: list[int] = []
+    wrong: set[int] = set()
+    max_diff = 0
+    for group in groups:
+
+        def choose(n: int, group: np.ndarray = group) -> np.ndarray:
+            lengths.append(n)
+            return group[group < n] if (group < n).any() else np.array([n - 1])
+
+        try:
+            frames, indices = read(choose)
+        except Exception as err:
+            return (str(err).split(": ", 1)[-1] if isinstance(err, VideoDecodeError) else describe(err)), []
+        if lengths and lengths[-1] != count:
+            return f"counts {lengths[-1]} frames, the reference decode {count}", []
+        for i, frame in zip(indices.tolist(), frames):
+            if frame.shape != reference[i].shape:
+                shown, stored = reference[i].shape, frame.shape
+                return f"frames of {stored[1]}x{stored[0]}, shown as {shown[1]}x{shown[0]} (orientation)", []
+            diff = int(np.abs(frame.astype(np.int16) - reference[i].astype(np.int16)).max())
+            if diff:
+                wrong.add(i)
+                max_diff = max(max_diff, diff)
+    if wrong:
+        return f"wrong frames at {sorted(wrong)[:8]} (pixels differ by up to {max_diff})", sorted(wrong)
+    return "exact", []
+
+
+def verify_file(record: VideoRecord, *, backend: Any, samples: int) -> FileReport:
+    """Compare, per pixel, the frames decord (seek and sequential), PyAV and ``backend`` return where training reads
+    (first, middle, last frames and ``samples`` random ones) with the sequential reference decode of the file.
+
+    ``backend`` is checked as training will use it: a ``DecordBackend(seek_mode="auto")`` with the file's
+    ``decord_mode`` listed (as the scan's list will tell it).
+    """
+    path = str(record.path)
+    whole = replace(record, start_frame=None, end_frame=None, num_frames=None)
+    report = FileReport(path, ok=True)
+    try:
+        count, _ = reference_frames(path, [0])
+        groups = verification_indices(count, samples, seed=zlib.crc32(path.encode()))
+        count, reference = reference_frames(path, np.unique(np.concatenate(groups)))
+    except VideoDecodeError as err:
+        report.readers["reference"] = str(err)
+        return report
+    report.num_frames = count
+
+    def verify(name: str, reader: Any, sequential: bool = False) -> list[int]:
+        # a sequential reader decodes from frame 0 whatever the group: one read of every index says as much
+        read_groups = [np.unique(np.concatenate(groups))] if sequential else groups
+        report.readers[name], wrong = verify_reader(lambda c: reader.read(whole, c), read_groups, count, reference)
+        return wrong
+
+    report.seek_wrong = verify("decord seek", DecordBackend(seek_mode="seek", fallback=False))
+    verify("decord sequential", DecordBackend(seek_mode="sequential", fallback=False), sequential=True)
+    verify("pyav", PyAVBackend())
+    if report.readers["decord seek"] != "exact" or probe_video(path).orientation != IDENTITY:
+        # decord ignores mirrors: a file with a display matrix is left to PyAV
+        exact_sequential = report.readers["decord sequential"] == "exact" and report.readers["decord seek"] != "exact"
+        report.decord_mode = SEQUENTIAL if exact_sequential else EXACT
+    if isinstance(backend, PyAVBackend):
+        report.readers["backend"] = report.readers["pyav"]
+    elif isinstance(backend, DecordBackend) and backend.seek_mode == "auto":
+        configured = copy.copy(backend)
+        configured.listed_modes = {**backend.listed_modes, os.path.normpath(path): report.decord_mode or "seek"}
+        verify("backend", configured, sequential=report.decord_mode == SEQUENTIAL)
+    else:
+        verify("backend", backend)
+    return report
+
+
 def check_file(
-    record: VideoRecord, *, backend: Any, seek_check_samples: int = 0, exclude_truncated: bool = True
+    record: VideoRecord,
+    *,
+    backend: Any,
+    seek_check_samples: int = 0,
+    exclude_truncated: bool = True,
+    verify: bool = False,
 ) -> FileReport:
-    """Check one record's file with ``backend``; never raises (the failure is the report's ``reason``)."""
+    """Check one record's file with ``backend``; never raises (the failure is the report's ``reason``).
+
+    With ``verify``, every reader is compared with the reference decode (:func:`verify_file`, ``seek_check_samples``
+    random frames besides the first, middle and last ones); a file the configured backend does not read exactly
+    fails with the reason, and ``decord_mode`` says how ``DecordBackend(seek_mode="auto")`` reads it exactly.
+    Without, only the open-GOP detection and (``seek_check_samples > 0``) decord's seeks against decord's sequential
+    decode say which files decord must not seek in.
+    """
     path = str(record.path)
     lengths: list[int] = []
 
@@ -93,6 +211,19 @@ def check_file(
             report.ok = False
             report.reason = f"{path}: truncated or damaged: {lengths[0]} frames listed, {lengths[-1]} decode"
     if isinstance(backend, FrameFolderBackend):
+        return report
+    if verify and report.ok:
+        verified = verify_file(record, backend=backend, samples=seek_check_samples)
+        report.readers, report.seek_wrong, report.decord_mode = (
+            verified.readers,
+            verified.seek_wrong,
+            verified.decord_mode,
+        )
+        report.open_gop = report.decord_mode is not None or probe_video(path).seek_risk is not None
+        verdict = report.readers.get("backend", report.readers.get("reference", "exact"))
+        if verdict != "exact":
+            fix = "(read it with data/backend=pyav, or data.backend.seek_mode=auto)" if report.readers else ""
+            report.ok, report.reason = False, f"{path}: {backend!r} does not read it exactly: {verdict} {fix}".strip()
         return report
     report.open_gop = detect_open_gop(path)
     if seek_check_samples > 0:
@@ -145,15 +276,22 @@ def scan(
     workers: int = 2,
     seek_check_samples: int = 0,
     exclude_truncated: bool = True,
+    verify: bool = False,
     exclusions_file: Optional[Path] = None,
     open_gop_file: Optional[Path] = None,
 ) -> ScanResult:
-    """Check the files of ``records`` (split -> records), each distinct path once; write the two lists if given."""
+    """Check the files of ``records`` (split -> records), each distinct path once (:func:`check_file`); write the two
+    lists if given."""
     unique: dict[str, VideoRecord] = {}
     for split_records in records.values():
         for record in split_records:
             unique.setdefault(str(record.path), record)
-    options = {"backend": backend, "seek_check_samples": seek_check_samples, "exclude_truncated": exclude_truncated}
+    options = {
+        "backend": backend,
+        "seek_check_samples": seek_check_samples,
+        "exclude_truncated": exclude_truncated,
+        "verify": verify,
+    }
     checked = progress_map(
         _check_in_worker, list(unique.values()), workers, "scanning videos", _init_worker, (options,)
     )
@@ -171,13 +309,31 @@ def scan(
     if open_gop_file is not None:
         open_gop_file = Path(open_gop_file)
         open_gop_file.parent.mkdir(parents=True, exist_ok=True)
-        lines = ["# open-GOP videos (decord mis-seeks in them), one path a line; written by scan_videos\n"]
+        lines = [
+            "# videos decord must not seek in (open GOPs, decode-order timestamps, wrong seeks found), one a line:\n"
+            "# <path>\\t<mode>: <reason>; mode sequential: decord reads it from frame 0; pyav: PyAV decodes it.\n"
+            "# Written by scan_videos; DecordBackend(seek_mode=auto, open_gop_files=...) reads it.\n"
+        ]
         for path in open_gop:
-            wrong = reports[path].seek_wrong
-            lines.append(f"{path}\t{len(wrong)} sampled frames wrong after seeking\n" if wrong else f"{path}\n")
+            lines.append(f"{path}\t{list_note(reports[path])}\n")
         open_gop_file.write_text("".join(lines))
         result.open_gop_file = open_gop_file
     return result
+
+
+def list_note(report: FileReport) -> str:
+    """``<mode>: <reason>`` of a file in the list of files decord must not seek in."""
+    mode = report.decord_mode or SEQUENTIAL
+    if report.readers:
+        seek = report.readers.get("decord seek", "")
+        why = seek if seek != "exact" else "display matrix (decord ignores mirrors)"
+        if mode == EXACT and report.readers.get("decord sequential", "exact") != "exact":
+            why = f"decord sequential: {report.readers['decord sequential']}"
+    elif report.seek_wrong:
+        why = f"{len(report.seek_wrong)} sampled frames wrong after seeking"
+    else:
+        why = "open GOPs or decode-order timestamps (detected from the packets)"
+    return " ".join(f"{mode}: {why}".split())
 
 
 def print_summary(result: ScanResult, records: dict[str, list[VideoRecord]]) -> None:
@@ -185,7 +341,7 @@ def print_summary(result: ScanResult, records: dict[str, list[VideoRecord]]) -> 
     from rich.table import Table
 
     table = Table(title="video scan")
-    for column in ("split", "videos", "ok", "excluded", "open GOP", "truncated"):
+    for column in ("split", "videos", "ok", "excluded", "no decord seek", "decord: PyAV", "truncated"):
         table.add_column(column, justify="right" if column != "split" else "left")
     excluded = Counter(e.split for e in result.exclusions)
     for split, split_records in records.items():
@@ -196,6 +352,7 @@ def print_summary(result: ScanResult, records: dict[str, list[VideoRecord]]) -> 
             str(len(reports) - excluded[split]),
             str(excluded[split]),
             str(sum(r.open_gop for r in reports)),
+            str(sum(r.decord_mode == EXACT for r in reports)),
             str(sum(r.listed_frames is not None for r in reports)),
         )
     console = Console()
@@ -204,10 +361,17 @@ def print_summary(result: ScanResult, records: dict[str, list[VideoRecord]]) -> 
         console.print(f"excluded {entry.split}/{entry.video_id}: {entry.reason}", markup=False)
     if len(result.exclusions) > 20:
         console.print(f"... and {len(result.exclusions) - 20} more (see {result.exclusions_file})")
+    for path in result.open_gop[:20]:
+        console.print(f"decord must not seek in {path}: {list_note(result.reports[path])}", markup=False)
+    if len(result.open_gop) > 20:
+        console.print(f"... and {len(result.open_gop) - 20} more (see {result.open_gop_file})")
     if result.exclusions_file is not None:
         console.print(f"exclusion list: {result.exclusions_file}", markup=False)
     if result.open_gop_file is not None:
-        console.print(f"open-GOP list: {result.open_gop_file} ({len(result.open_gop)} files)", markup=False)
+        console.print(
+            f"list of files decord must not seek in: {result.open_gop_file} ({len(result.open_gop)} files)",
+            markup=False,
+        )
 
 
 def scan_from_config(cfg: DictConfig) -> ScanResult:
@@ -231,6 +395,7 @@ def scan_from_config(cfg: DictConfig) -> ScanResult:
         workers=int(cfg.workers),
         seek_check_samples=int(cfg.seek_check_samples),
         exclude_truncated=bool(cfg.exclude_truncated),
+        verify=bool(cfg.get("verify", False)),
         exclusions_file=Path(exclusions_file),
         open_gop_file=Path(cfg.open_gop_file) if cfg.get("open_gop_file") else None,
     )
