@@ -80,6 +80,17 @@ def check_eval_config(cfg: DictConfig) -> None:
     _check_trainer(_section(cfg, "trainer"))
 
 
+def check_data_config(cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` when ``cfg.data`` (of a tool reading a data set, e.g. ``scan_videos``) cannot
+    work: ``data.root`` or another mandatory key unset, an unresolvable value, a root that is not a data set folder."""
+    _check_data_root_is_set(cfg)
+    _check_nothing_missing(cfg)
+    _check_resolves(cfg, keys=("data",))
+    data = _section(cfg, "data")
+    _check_data_sizes(data)
+    _check_data_root(data)
+
+
 # ----------------------------------------------------------------------------------------------------------- values
 def _section(cfg: DictConfig, key: str) -> dict[str, Any]:
     node = cfg.get(key)
@@ -490,9 +501,9 @@ def layout_from_comment(text: str) -> Optional[str]:
 
 # ------------------------------------------------------------------------------------------------------- run folder
 class RunDirCheck(Callback):
-    """Hydra callback (``conf/hydra/default.yaml``): before Hydra creates the run folder (``hydra.run.dir``, or a multirun's
-    ``hydra.sweep.dir``), checks that it can be created; if not, prints one message naming the folder and the fix
-    and exits with code 2 (instead of Hydra's traceback)."""
+    """Hydra callback (``conf/hydra/default.yaml``): before Hydra creates the run folder (``hydra.run.dir``, or a
+    multirun's ``hydra.sweep.dir``), checks that it can be created; if not, prints one message naming the folder and
+    the fix and exits with code 2 (instead of Hydra's traceback)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")

@@ -31,6 +31,7 @@ seeks found wrong, a display matrix); ``DecordBackend(seek_mode="auto", open_gop
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import logging
 import multiprocessing
@@ -45,11 +46,13 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from rsa_lightning.config_checks import check_data_config
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
 from rsa_lightning.data.exclusions import Exclusion, write_exclusions
 from rsa_lightning.data.probing import EXACT, SEQUENTIAL, check_seek_accuracy, detect_open_gop, probe_video
 from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, reference_frames
+from rsa_lightning.errors import handle_errors, run_hydra_main
 
 SPLITS = ("train", "val", "test")
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
@@ -262,6 +265,9 @@ def progress_map(fn, tasks: list, workers: int, description: str, initializer=No
                 results.append(fn(task))
                 progress.advance(bar)
         else:
+            # PyAV objects of this process that only the garbage collector frees must not be freed in a forked
+            # worker (freeing a decoder's threads there hangs or crashes it): free them before forking
+            gc.collect()
             with multiprocessing.get_context("fork").Pool(workers, initializer, initargs) as pool:
                 for result in pool.imap(fn, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
                     results.append(result)
@@ -376,6 +382,7 @@ def print_summary(result: ScanResult, records: dict[str, list[VideoRecord]]) -> 
 
 def scan_from_config(cfg: DictConfig) -> ScanResult:
     """Instantiate ``cfg.data``, gather ``records(split)`` for ``cfg.splits`` and :func:`scan` them."""
+    check_data_config(cfg)  # data.root unset or not a data set folder: one message naming it
     # every video is checked again, also those an earlier scan excluded (the DataModule would leave them out)
     data_exclusions = cfg.data.get("exclusions_file")
     accepts = inspect.signature(hydra.utils.get_class(cfg.data._target_)).parameters
@@ -404,9 +411,10 @@ def scan_from_config(cfg: DictConfig) -> ScanResult:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="scan")
+@handle_errors  # bad input: one message, exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
     scan_from_config(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

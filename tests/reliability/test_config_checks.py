@@ -340,3 +340,12 @@ def test_train_unwritable_run_dir_names_hydra_run_dir(tmp_path):
     blocker.write_text("")
     message = _one_message(_train(f"hydra.run.dir={blocker / 'run'}", log_dir=tmp_path / "logs"))
     assert message.endswith("choose another: hydra.run.dir=/a/writable/folder")
+
+
+def test_scan_without_data_root_names_it(tmp_path):
+    from rsa_lightning.tools.scan_videos import scan_from_config
+
+    with pytest.raises(ConfigError, match="data.root is not set: data=ssv2 needs data.root="):
+        scan_from_config(compose_config("scan", ["data=ssv2"], tmp_path / "scan"))
+    with pytest.raises(ConfigError, match="does not exist: point data.root at the dataset folder"):
+        scan_from_config(compose_config("scan", ["data=ssv2", f"data.root={tmp_path / 'nope'}"], tmp_path / "scan"))
