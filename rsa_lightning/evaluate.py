@@ -79,7 +79,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
 from rsa_lightning.config_checks import check_eval_config
-from rsa_lightning.data.decoding import FrameFolderBackend
+from rsa_lightning.data.datamodule import check_backend_reads
 from rsa_lightning.errors import CheckpointError, ConfigError, MissingFileError
 from rsa_lightning.evaluation import writers
 from rsa_lightning.evaluation.checkpoints import load_checkpoint, model_from_config, model_overrides, run_config
@@ -272,30 +272,6 @@ def dataset_class_names(data_cfg: DictConfig) -> list[str]:
     if annotations.get("num_classes") is not None and annotations.get("class_names_file") is not None:
         annotations.num_classes = None  # the file's count, compared with the checkpoint's by class_columns
     return list(hydra.utils.instantiate(annotations)(root=root).class_names())
-
-
-def check_backend_reads(datamodule: Any, split: str) -> None:
-    """Refuse (``ConfigError``) a decoding backend that cannot read the split's entries: the frames backend on video
-    files, a video backend on folders of frames (checked on the first few entries that exist)."""
-    backend = getattr(datamodule, "backend", None)
-    if backend is None or not hasattr(datamodule, "records"):
-        return
-    frames = isinstance(backend, FrameFolderBackend)
-    name = type(backend).__name__
-    for record in datamodule.records(split)[:LISTED]:
-        path = Path(record.path)
-        if frames and path.is_file():
-            raise ConfigError(
-                f"data.backend is {name} (data/backend=frames): it reads folders of extracted frames, but the {split} "
-                f"split lists video files (e.g. {path}); keep a video backend (data/backend=decord or pyav), or "
-                f"extract the frames first (python -m rsa_lightning.tools.extract_frames {datamodule.root} "
-                "<frames dir>) and evaluate a list of those folders"
-            )
-        if not frames and path.is_dir():
-            raise ConfigError(
-                f"data.backend is {name}: it decodes video files, but the {split} split lists folders (e.g. {path}, "
-                "extracted frames); use data/backend=frames"
-            )
 
 
 def predict_split(

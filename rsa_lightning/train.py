@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from rsa_lightning.config_checks import check_train_config
+from rsa_lightning.data.datamodule import check_backend_reads
 from rsa_lightning.resume import (
     CONFIG_FILE,
     LATEST,
@@ -167,6 +168,7 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         # read by the ConfigInCheckpoint callback (conf/callbacks/config_in_checkpoint.yaml) at setup
         OmegaConf.save(OmegaConf.create(config), output_dir / CONFIG_FILE)
         datamodule.prepare_data()  # e.g. generates the synthetic videos, so that run_info can count them
+        check_backend_reads(datamodule, "train")  # e.g. data/backend=frames on a list of video files
         info = run_info(cfg, model, datamodule)
         write_run_info(info, output_dir)
         macs = (info.get("cost") or {}).get("gmacs_per_view")

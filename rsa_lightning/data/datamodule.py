@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
 from rsa_lightning.data.annotations.common import MIN_CLASSES
 from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.decoding import FrameFolderBackend
 from rsa_lightning.data.exclusions import read_exclusions
 from rsa_lightning.data.resumable import resumable_loader
 from rsa_lightning.data.sampling import FrameSampler
@@ -45,6 +46,31 @@ def init_worker(worker_id: int) -> None:
     ignore_stop_signals(worker_id)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         pl_worker_init_function(worker_id)
+
+
+def check_backend_reads(datamodule: Any, split: str) -> None:
+    """Refuse (``ConfigError``) a decoding backend that cannot read the split's entries: the frames backend on video
+    files, a video backend on folders of frames (checked on the first few entries that exist). Used by ``train.py``
+    (training split) and ``eval.py`` before any decoding."""
+    backend = getattr(datamodule, "backend", None)
+    if backend is None or not hasattr(datamodule, "records"):
+        return
+    frames = isinstance(backend, FrameFolderBackend)
+    name = type(backend).__name__
+    for record in datamodule.records(split)[:3]:  # the first few entries
+        path = Path(record.path)
+        if frames and path.is_file():
+            raise ConfigError(
+                f"data.backend is {name} (data/backend=frames): it reads folders of extracted frames, but the {split} "
+                f"split lists video files (e.g. {path}); keep a video backend (data/backend=decord or pyav), or "
+                f"extract the frames first (python -m rsa_lightning.tools.extract_frames {datamodule.root} "
+                "<frames dir>) and evaluate a list of those folders"
+            )
+        if not frames and path.is_dir():
+            raise ConfigError(
+                f"data.backend is {name}: it decodes video files, but the {split} split lists folders (e.g. {path}, "
+                "extracted frames); use data/backend=frames"
+            )
 
 
 class VideoDataModule(pl.LightningDataModule):

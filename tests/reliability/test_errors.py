@@ -152,3 +152,16 @@ def test_eval_missing_checkpoint_exits_2(tmp_path):
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "missing.ckpt" in result.stderr
+
+
+def test_train_with_the_frames_backend_on_video_files_is_refused_before_fit(tmp_path):
+    from conftest import TINY_TRAINING, compose_config, tiny_synthetic_overrides
+
+    from rsa_lightning.errors import ConfigError
+    from rsa_lightning.train import train
+
+    overrides = [*tiny_synthetic_overrides(tmp_path / "data"), *TINY_TRAINING, "data/backend=frames"]
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    with pytest.raises(ConfigError, match="data/backend=frames.*lists video files.*extract_frames"):
+        train(cfg, overrides)
+    assert not (tmp_path / "run" / "checkpoints").exists()
