@@ -22,6 +22,7 @@ from rsa_lightning.data.synthetic import (
     render_clip,
     render_plan,
 )
+from rsa_lightning.errors import DataError
 
 SIZE, FRAMES = 32, 8
 TINY = dict(train_per_class=2, val_per_class=1, num_frames=FRAMES, size=SIZE, fps=8, seed=3)
@@ -298,9 +299,17 @@ def test_a_folder_with_other_data_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "videos" / "a.mp4").write_bytes(b"mine")
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "mine.txt").write_text("videos/a.mp4 0\n")
-    with pytest.raises(FileExistsError, match=r"did not write \(.*a.mp4, .*mine.txt\): refusing"):
+    with pytest.raises(DataError, match=r"did not write \(.*a.mp4, .*mine.txt\): refusing"):
         ensure_synthetic_dataset(tmp_path, **small)
     assert (tmp_path / "videos" / "a.mp4").read_bytes() == b"mine" and (tmp_path / "annotations" / "mine.txt").is_file()
+    # a user's list dataset whose files happen to have the generator's names, in a folder it did not generate
+    user = tmp_path / "user"
+    (user / "annotations").mkdir(parents=True)
+    (user / "annotations" / "train.txt").write_text("my list\n")
+    (user / "annotations" / "classes.txt").write_text("a\n")
+    with pytest.raises(DataError, match=r"did not write \(.*classes.txt, .*train.txt\): refusing"):
+        ensure_synthetic_dataset(user, **small)
+    assert (user / "annotations" / "train.txt").read_text() == "my list\n"
     # a generated dataset with a stray file of its own kind is still regenerated in place
     (tmp_path / "videos" / "a.mp4").unlink()
     (tmp_path / "annotations" / "mine.txt").unlink()

@@ -78,6 +78,8 @@ from typing import Any, Optional
 import av
 import numpy as np
 
+from rsa_lightning.errors import DataError
+
 log = logging.getLogger(__name__)
 
 MOTIONS: dict[str, str] = {
@@ -642,6 +644,8 @@ def generate_synthetic_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root = Path(root)
     _remove_dataset(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by rsa_lightning.data.synthetic; this folder may be regenerated\n")
     (root / "videos").mkdir(parents=True)
     (root / "annotations").mkdir(parents=True)
     motions = params["motions"]
@@ -680,25 +684,32 @@ GENERATED_VIDEO = re.compile(r"(train|val)_\d{5}\.mp4")
 GENERATED_LISTS = ("train.txt", "val.txt", "classes.txt")
 
 
+# written into data.root before anything else by the generator: a folder without it (or a manifest) is not ours
+MARKER = ".rsa_synthetic"
+
+
 def foreign_files(root: Path) -> list[Path]:
-    """Files and folders under ``root/videos`` and ``root/annotations`` that the generator never writes."""
+    """Files and folders under ``root/videos`` and ``root/annotations`` that the generator never writes; all of them
+    when ``root`` has neither the generator's marker nor a manifest (a user's list dataset may well name its files
+    ``annotations/train.txt`` and ``videos/train_00000.mp4`` too)."""
     expected = {"videos": GENERATED_VIDEO.fullmatch, "annotations": lambda name: name in GENERATED_LISTS}
+    generated = (root / MARKER).is_file() or (root / "manifest.json").is_file()
     found = []
     for folder, ours in expected.items():
         if (root / folder).is_dir():
-            found += [p for p in sorted((root / folder).iterdir()) if not (p.is_file() and ours(p.name))]
+            found += [p for p in sorted((root / folder).iterdir()) if not (generated and p.is_file() and ours(p.name))]
         elif (root / folder).exists():
             found.append(root / folder)
     return found
 
 
 def _remove_dataset(root: Path) -> None:
-    """Remove what the generator writes, and nothing else: ``FileExistsError`` when ``root/videos`` or
-    ``root/annotations`` hold files it does not write (a user's own data is never replaced)."""
+    """Remove what the generator writes, and nothing else: :class:`~rsa_lightning.errors.DataError` when
+    ``root/videos`` or ``root/annotations`` hold files it does not write (a user's own data is never replaced)."""
     foreign = foreign_files(root)
     if foreign:
         shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise FileExistsError(
+        raise DataError(
             f"data.root={root} holds files that rsa_lightning's synthetic generator did not write ({shown}): "
             "refusing to replace its videos/ and annotations/. Point data.root at an empty folder or a generated "
             "synthetic dataset, or use data=list (or another dataset config) for your own videos"
