@@ -97,12 +97,43 @@ def _worker_error(err: BaseException) -> Optional[tuple[bool, str]]:
     return ours, re.sub(r"^[\w.]+(Error|Exception|Fault|Diverged)?: ", "", last.strip())
 
 
+def _write_error(err: BaseException) -> Optional[OSError]:
+    """The ``OSError`` (permission, read-only, no space) that ``err`` is or was raised from, else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _instantiation_cause(err: BaseException) -> Optional[BaseException]:
+    """The error a config object's constructor raised, for Hydra's ``InstantiationException`` wrapping it."""
+    if type(err).__name__ == "InstantiationException" and err.__cause__ is not None:
+        return err.__cause__
+    return None
+
+
+def _is_missing_value(err: BaseException) -> bool:
+    """An OmegaConf error about a mandatory value (``???``) that was not given."""
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    return isinstance(err, (MissingMandatoryValue, InterpolationToMissingValueError))
+
+
 def classify(err: BaseException) -> Optional[int]:
-    """The exit code for an exception a user should see as one message (2 bad input, 1 a run fault), else None."""
+    """The exit code for an exception a user should see as one message (2 bad input, 1 a run fault, 3 interrupted),
+    else None (a bug: the traceback is shown)."""
     if isinstance(err, (UserError, RunFault)):
         return err.exit_code
-    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+    if _write_error(err) is not None:
         return USER_ERROR_EXIT
+    if _is_missing_value(err):
+        return USER_ERROR_EXIT
+    cause = _instantiation_cause(err)
+    if cause is not None:  # a value a constructor refused (ours or a library's): a config error
+        return classify(cause) or (USER_ERROR_EXIT if isinstance(cause, (ValueError, TypeError)) else None)
     if isinstance(err, _INPUT_ERROR_TYPES):
         worker = _worker_error(err)
         ours = worker[0] if worker is not None else _is_ours(err.__traceback__)
@@ -115,30 +146,45 @@ def message(err: BaseException) -> str:
     worker = _worker_error(err)
     if worker is not None:
         return worker[1]
-    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
-        what = err.filename or "an output file"
+    if isinstance(err, (UserError, RunFault)):
+        return str(err).strip() or type(err).__name__
+    written = _write_error(err)
+    if written is not None:
+        what = written.filename or "an output file"
         fix = (
             "free space there or write elsewhere (paths.log_dir=... or hydra.run.dir=...)"
-            if err.errno in (errno.ENOSPC, errno.EDQUOT)
+            if written.errno in (errno.ENOSPC, errno.EDQUOT)
             else "choose a writable folder (paths.log_dir=... or hydra.run.dir=...)"
         )
-        return f"cannot write {what}: {err.strerror}; {fix}"
+        return f"cannot write {what}: {written.strerror}; {fix}"
+    if _is_missing_value(err):
+        key = getattr(err, "full_key", None)
+        text = str(err).strip().splitlines()[0]
+        missing = re.search(r"Missing mandatory value: ([\w.]+)", text)
+        name = missing.group(1) if missing and "interpolation" in text else (key or missing and missing.group(1))
+        return f"{name} is not set (??? in the config): add {name}=<value> to the command line"
+    cause = _instantiation_cause(err)
+    if cause is not None:
+        target = re.search(r"Error in call to target '([^']+)'", str(err))
+        where = f"{target.group(1)}: " if target else ""
+        return f"{where}{message(cause)} (check the config values it is built from)"
     return str(err).strip() or type(err).__name__
 
 
-def log_traceback_to_files(
-    err: BaseException, text: str = "failed", logger: Optional[logging.Logger] = None
-) -> list[str]:
-    """Writes ``text`` and ``err``'s traceback to the file handlers of the root logger (the run's ``train.log`` /
-    ``eval.log``) only, not to the console; returns their paths."""
-    root = logger or logging.getLogger()
+def _log_to_files(level: int, text: str, exc_info: Any = None) -> list[str]:
+    """Writes one record to the file handlers of the root logger only (not the console); returns their paths."""
+    root = logging.getLogger()
     files = [h for h in root.handlers if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
-    if not files:
-        return []
-    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, text, None, (type(err), err, err.__traceback__))
+    record = logging.LogRecord(__name__, level, __file__, 0, text, None, exc_info)
     for handler in files:
         handler.handle(record)
     return [h.baseFilename for h in files]
+
+
+def log_traceback_to_files(err: BaseException, text: str = "failed") -> list[str]:
+    """Writes ``text`` and ``err``'s traceback to the file handlers of the root logger (the run's ``train.log`` /
+    ``eval.log``) only, not to the console; returns their paths."""
+    return _log_to_files(logging.ERROR, text, (type(err), err, err.__traceback__))
 
 
 def report(err: BaseException) -> Optional[int]:
@@ -148,6 +194,11 @@ def report(err: BaseException) -> Optional[int]:
     if code is None:
         return None
     text = message(err)
+    if code == INTERRUPTED_EXIT:  # not an error: the run stopped as asked, and says how to go on
+        _log_to_files(logging.WARNING, text)
+        if _rank() == 0:
+            print(text, file=sys.stderr, flush=True)
+        return code
     files = log_traceback_to_files(err, f"error: {text}")
     if _rank() != 0:  # rank 0 prints the message (every rank logs and exits with the code)
         return code

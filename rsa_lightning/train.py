@@ -20,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from rsa_lightning.callbacks.nonfinite import TrainingDiverged
 from rsa_lightning.config_checks import check_train_config
 from rsa_lightning.data.datamodule import check_backend_reads
+from rsa_lightning.evaluation.checkpoints import read_checkpoint
 from rsa_lightning.resume import (
     CONFIG_FILE,
     LATEST,
@@ -42,6 +44,8 @@ from rsa_lightning.utils.wandb_offline import replay_lost_history
 
 log = logging.getLogger(__name__)
 
+# ckpt_path values Lightning resolves itself
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 # set by Lightning's DDP launcher in the launching process; removed after each job of a multirun
 DDP_ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK")
 
@@ -133,6 +137,9 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     if resumed is not None:
         cfg = resumed
     check_train_config(cfg)  # before any heavy work: one message naming the key and the fix
+    start_from = cfg.get("ckpt_path")
+    if resumed is None and start_from and str(start_from) not in LIGHTNING_CKPT_NAMES:
+        read_checkpoint(Path(str(start_from)), mmap=True)  # truncated, pickled code, ...: one message naming it
     config = resolved_container(cfg)  # fails here, before any work, on a missing mandatory value
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -193,6 +200,7 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         metrics[f"best/{checkpoint.monitor}"] = _metric(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path
         metrics["best_epoch"] = _best_epoch(checkpoint.best_model_path)
+    _check_final_metrics(metrics, cfg.data.get("monitor"), metrics.get("best_checkpoint"))
     if cfg.get("test_after_training"):
         best = "best" if checkpoint is not None and checkpoint.best_model_path else None
         with fit_faults(cfg, trainer, output_dir):
@@ -200,6 +208,20 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         metrics.update({k: _metric(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics["time_min"] = (time.time() - start) / 60.0
     return metrics
+
+
+def _check_final_metrics(metrics: dict[str, Any], monitor: Optional[str], best: Optional[str]) -> None:
+    """A run whose last validation is not a number (non-finite scores: the model diverged in fewer steps than
+    :class:`~rsa_lightning.callbacks.NonFiniteGuard` stops at) is never reported as a result."""
+    bad = sorted(k for k in (monitor, "val/acc1", "val/loss") if k in metrics and not math.isfinite(metrics[k]))
+    if not bad:
+        return
+    kept = f"the best finite checkpoint is {best}" if best else "no checkpoint was kept as best"
+    raise TrainingDiverged(
+        f"training diverged: the last validation has non-finite {', '.join(bad)} (NaN or infinite scores), so there "
+        f"is no result to report; {kept}. Likely causes: the learning rate is too high (model.optimizer.lr), or fp16 "
+        "overflow (use trainer.precision=bf16-mixed)"
+    )
 
 
 def _replay_offline_wandb(loggers: Sequence[Any]) -> None:

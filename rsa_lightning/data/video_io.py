@@ -36,13 +36,16 @@ from typing import NamedTuple, Union
 import numpy as np
 import torch  # noqa: F401  (imported before decord, which otherwise can fail to load its own torch bridge)
 
+from rsa_lightning.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _SEQUENTIAL_CHUNK = 16  # frames per contiguous decord get_batch when decoding sequentially
 
 
-class VideoDecodeError(RuntimeError):
-    """A video file (or frame folder) that cannot be opened or decoded; the message names the file."""
+class VideoDecodeError(UserError, RuntimeError):
+    """A video file (or frame folder) that cannot be opened or decoded; the message names the file. Datasets skip
+    such videos; one that reaches an entry point is bad input (exit code 2, :mod:`rsa_lightning.errors`)."""
 
 
 # decord's "[18:06:42] /github/.../video_reader.cc:270: [/path/of/the/file.webm] " before its message

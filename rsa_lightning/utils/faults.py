@@ -113,6 +113,19 @@ def fit_faults(cfg: Any, trainer: Any, run_dir: Path) -> Iterator[None]:
                 world_size=int(trainer.world_size),
             )
             raise OutOfMemory(message) from err
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(disk_full_message(err, run_dir)) from err
+        full = disk_full_error(err)
+        if full is not None:
+            raise DiskFull(disk_full_message(full, run_dir)) from err
         raise
+
+
+def disk_full_error(err: BaseException) -> Optional[OSError]:
+    """The ``OSError`` ENOSPC / EDQUOT that ``err`` is or was raised from (torch's writer turns it into a
+    ``RuntimeError`` "unexpected pos ..." chained to it), else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None

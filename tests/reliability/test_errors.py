@@ -165,3 +165,71 @@ def test_train_with_the_frames_backend_on_video_files_is_refused_before_fit(tmp_
     with pytest.raises(ConfigError, match="data/backend=frames.*lists video files.*extract_frames"):
         train(cfg, overrides)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_value_a_constructor_refuses_is_bad_input_naming_the_target():
+    import hydra
+
+    err = _raised(
+        lambda: hydra.utils.instantiate(
+            {"_target_": "rsa_lightning.data.transforms.EvalTransform", "resize": 32, "crop_size": 64}
+        )
+    )
+    assert errors.classify(err) == 2
+    text = errors.message(err)
+    assert text.startswith("rsa_lightning.data.transforms.EvalTransform: ") and "crop" in text, text
+    err = _raised(lambda: hydra.utils.instantiate({"_target_": "torch.nn.Dropout", "p": 1.5}))  # a library's check
+    assert errors.classify(err) == 2 and "Dropout: dropout probability" in errors.message(err)
+
+
+def test_a_mandatory_value_not_given_names_the_key():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"data": {"num_classes": "???", "annotations": {"num_classes": "${data.num_classes}"}}})
+    err = _raised(lambda: OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    assert errors.classify(err) == 2
+    assert errors.message(err).startswith("data.num_classes is not set"), errors.message(err)
+
+
+def test_disk_full_raised_through_another_error_is_still_disk_full():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/run/last.ckpt")
+        except OSError as full:
+            raise RuntimeError("unexpected pos 123 vs 45") from full
+    except RuntimeError as err:
+        wrapped = err
+    assert errors.classify(wrapped) == 2 and errors.message(wrapped).startswith("cannot write /run/last.ckpt")
+
+
+def test_a_video_that_cannot_be_decoded_is_bad_input(tmp_path):
+    from rsa_lightning.data.video_io import VideoDecodeError
+
+    assert errors.classify(VideoDecodeError(f"{tmp_path}/x.mp4: zero-byte file")) == 2
+
+
+def test_a_short_diverged_run_is_never_reported_as_a_result(tmp_path):
+    from conftest import TINY_TRAINING, compose_config, tiny_synthetic_overrides
+
+    from rsa_lightning.callbacks.nonfinite import TrainingDiverged
+    from rsa_lightning.train import train
+
+    overrides = [*tiny_synthetic_overrides(tmp_path / "data"), *TINY_TRAINING, "trainer.limit_train_batches=3"]
+    overrides.append("model.optimizer.lr=1e6")  # fewer non-finite steps than the guard stops at
+    with pytest.raises(TrainingDiverged, match="the last validation has non-finite val/acc1"):
+        train(compose_config("train", overrides, tmp_path / "run"), overrides)
+
+
+def test_train_from_a_truncated_checkpoint_is_one_message_before_anything_is_built(tmp_path):
+    from conftest import TINY_TRAINING, compose_config, tiny_synthetic_overrides
+
+    from rsa_lightning.errors import CheckpointError
+    from rsa_lightning.train import train
+
+    bad = tmp_path / "start.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, bad)
+    bad.write_bytes(bad.read_bytes()[:500])
+    overrides = [*tiny_synthetic_overrides(tmp_path / "data"), *TINY_TRAINING, f"ckpt_path={bad}"]
+    with pytest.raises(CheckpointError, match="start.ckpt could not be read: truncated or not a checkpoint"):
+        train(compose_config("train", overrides, tmp_path / "run"), overrides)
+    assert not (tmp_path / "data").exists()  # nothing generated, nothing built
