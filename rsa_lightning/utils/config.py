@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger(__name__)
+
 RUN_KEYS = ("model", "data")
+# what the network was trained to take: kept from the run when eval.py's data=... swaps the whole data config
+RUN_INPUT_KEYS = ("num_frames", "crop_size", "eval_transform", "mean", "std")
 
 # Read by conf/hydra/default.yaml: the run folder's name (instead of the launch time) when set.
 RUN_NAME_ENV = "RSA_RUN_NAME"
@@ -153,8 +158,22 @@ def merge_run_config(
             f"~{deleted[0]}: deleting a key of the run's {deleted[0].split('.')[0]} config is not supported here "
             "(the model and data are rebuilt from the checkpoint's own config); give the key another value instead"
         )
-    for key in overridden_keys(overrides):
+    named = overridden_keys(overrides)
+    for key in named:
         if key.split(".")[0] in keys:
             # a group comes unresolved: its interpolations then resolve against the merged config
             OmegaConf.update(merged, key, OmegaConf.select(composed, key), merge=False, force_add=True)
+    if "data" in named and "data" in keys:  # another data set: the network's input stays the run's
+        changed = {k for k in RUN_INPUT_KEYS if any(n.startswith(f"data.{k}") for n in named)}
+        if "crop_size" in changed:  # the run's eval_transform holds its crop size
+            changed.add("eval_transform")
+        kept = [k for k in RUN_INPUT_KEYS if k in saved.data and k not in changed]
+        for k in kept:
+            OmegaConf.update(merged, f"data.{k}", OmegaConf.to_container(saved.data, resolve=False)[k], merge=False)
+        if kept:
+            log.info(
+                "data=... replaces the run's data config; the network's input is kept from the run (%s); name "
+                "data.<key>=... to change it",
+                ", ".join(f"data.{k}" for k in kept),
+            )
     return merged

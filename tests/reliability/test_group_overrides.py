@@ -161,3 +161,18 @@ def test_predict_with_the_frames_backend_on_a_video_file_says_which_backend_to_u
     with pytest.raises(ConfigError, match=r"val_00000.mp4 is a video file: give data/backend=pyav \(or decord\)"):
         predict(compose_predict(overrides), overrides)
     assert reads == {"decord": 0, "pyav": 0}
+
+
+def test_another_data_config_keeps_the_networks_input_from_the_run(tmp_path):
+    transform = {"_target_": "rsa_lightning.data.transforms.EvalTransform", "resize": 32, "crop_size": 32}
+    saved = {
+        "model": {"num_classes": 10},
+        "data": {"root": "/runs/data", "num_frames": 4, "crop_size": 32, "eval_transform": transform},
+    }
+    overrides = ["ckpt_path=x.ckpt", "data=list", "data.root=/mine", "data.num_classes=10"]
+    merged = merge_run_config(saved, compose_config("eval", overrides, tmp_path), overrides)
+    assert merged.data._target_.endswith("VideoDataModule") and merged.data.root == "/mine"
+    assert merged.data.num_frames == 4 and merged.data.crop_size == 32 and merged.data.eval_transform.resize == 32
+    named = [*overrides, "data.crop_size=48"]  # a key named on the command line still wins
+    merged = merge_run_config(saved, compose_config("eval", named, tmp_path), named)
+    assert merged.data.crop_size == 48 and merged.data.num_frames == 4 and merged.data.eval_transform.crop_size == 48
