@@ -9,6 +9,10 @@ position inside the epoch), and end the run with :class:`Interrupted`: ``train.p
 writes ``"status": "interrupted"`` into ``result.json`` and exits with :data:`INTERRUPTED_EXIT` (3), so that a
 wrapper script can tell an interruption (resume it) from a failure (1) and bad input (2).
 
+Ctrl-C (SIGINT) in a terminal does the same: the first one finishes the step, saves and stops (it says so at once);
+a second one stops at once (Python's ``KeyboardInterrupt``, handled by Lightning, with nothing saved since the last
+checkpoint).
+
 When it acts:
     at the end of the training step during which the signal arrived. A signal during the last step of an epoch or
     during the validation that ends an epoch is acted on after that validation, at the end-of-epoch checkpoint (a
@@ -55,7 +59,7 @@ from rsa_lightning.errors import INTERRUPTED_EXIT, RunFault
 log = logging.getLogger(__name__)
 
 INTERRUPTED_STATUS = "interrupted"
-DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
+DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
 class Interrupted(RunFault):
@@ -101,6 +105,7 @@ class StopOnSignal(Checkpoint):
         self.signals = tuple(signal.Signals[name] for name in names)
         self.received: Optional[signal.Signals] = None
         self._previous: dict[signal.Signals, Any] = {}
+        self._pid = os.getpid()  # the main process (DataLoader workers inherit the handler)
 
     # ---------------------------------------------------------------------------------------------------------------
     # handlers
@@ -117,6 +122,11 @@ class StopOnSignal(Checkpoint):
             return
         # only record it: a signal handler runs between two bytecodes of whatever the main thread does (in a
         # DataLoader worker, which inherited the handler, nothing else happens: the main process decides)
+        if signum == signal.SIGINT and os.getpid() == self._pid:
+            if self.received == signal.SIGINT:  # Ctrl-C twice: stop at once
+                raise KeyboardInterrupt
+            # os.write: print() inside a signal handler can interrupt another print of this process
+            os.write(2, b"\nCtrl-C: finishing this step, saving last.ckpt and stopping (Ctrl-C again: stop now)\n")
         if self.received is None:
             self.received = signal.Signals(signum)
 
@@ -146,6 +156,7 @@ class StopOnSignal(Checkpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.received = None
+            self._pid = os.getpid()
             self.install(trainer)
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -198,6 +198,28 @@ def test_slurm_auto_requeue_keeps_sigusr1_for_lightning():
     assert errors.classify(Interrupted("x")) == INTERRUPTED_EXIT != errors.FAULT_EXIT
 
 
+def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_stops_at_once(data_root, tmp_path):
+    common = ["trainer.max_epochs=2", "+callbacks.mark._target_=fault_switch.MarkAtStep", "+callbacks.mark.step=2"]
+    run_dir, marker = tmp_path / "once", tmp_path / "at_step_2"
+    proc = start(data_root, run_dir, *common, f"+callbacks.mark.marker={marker}")
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C, during step 2
+    code, out, err = finish(proc)
+    assert code == INTERRUPTED_EXIT, err[-3000:]
+    assert "Ctrl-C: finishing this step" in err and "training stopped by SIGINT" in err and "Traceback" not in err
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+    run_dir, marker = tmp_path / "twice", tmp_path / "twice_at_step_2"
+    proc = start(data_root, run_dir, *common, f"+callbacks.mark.marker={marker}", "+callbacks.mark.wait=3")
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # the second one: at once, no checkpoint of this step
+    code, out, err = finish(proc)
+    assert code != 0 and code != INTERRUPTED_EXIT, err[-3000:]
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
 # -------------------------------------------------------------------------------------------------------------------
 # kill -9 during a checkpoint write; ENOSPC during a write
 
