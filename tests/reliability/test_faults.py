@@ -190,9 +190,10 @@ def test_slurm_auto_requeue_keeps_sigusr1_for_lightning():
         _accelerator_connector = Connector()
 
     callback = StopOnSignal("/run")
-    assert callback.handled_signals(Trainer()) == [signal.SIGTERM]  # Lightning saves hpc_ckpt and requeues on SIGUSR1
+    # Lightning saves hpc_ckpt and requeues on SIGUSR1
+    assert callback.handled_signals(Trainer()) == [signal.SIGTERM, signal.SIGINT]
     Connector.cluster_environment = SLURMEnvironment(auto_requeue=False)
-    assert callback.handled_signals(Trainer()) == [signal.SIGTERM, signal.SIGUSR1]
+    assert callback.handled_signals(Trainer()) == [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
     with pytest.raises(ValueError, match="SIGKILL"):
         StopOnSignal("/run", signals=["SIGKILL"])
     assert errors.classify(Interrupted("x")) == INTERRUPTED_EXIT != errors.FAULT_EXIT
