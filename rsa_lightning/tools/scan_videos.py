@@ -51,7 +51,7 @@ from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
 from rsa_lightning.data.exclusions import Exclusion, write_exclusions
 from rsa_lightning.data.probing import EXACT, SEQUENTIAL, check_seek_accuracy, detect_open_gop, probe_video
-from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, reference_frames
+from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, open_container, reference_frames
 from rsa_lightning.errors import handle_errors, run_hydra_main
 
 SPLITS = ("train", "val", "test")
@@ -178,6 +178,24 @@ def verify_file(record: VideoRecord, *, backend: Any, samples: int) -> FileRepor
     return report
 
 
+def declared_frames(path: str) -> Optional[int]:
+    """The frame count the container's header states for the video stream (mp4's sample table, an AVI header), or
+    None when it states none (webm, mkv) or cannot be read."""
+    try:
+        with open_container(path) as container:
+            frames = container.streams.video[0].frames if container.streams.video else 0
+    except Exception:  # noqa: BLE001  (the decode above already judged the file; no header count, no verdict)
+        return None
+    return int(frames) if frames and frames > 0 else None
+
+
+def is_truncated(declared: int, decoded: int) -> bool:
+    """A file whose header states ``declared`` frames but that decodes far fewer (the end of the file was lost: a
+    copy cut short, a download that stopped). Headers may miscount by a frame or two (edit lists, dropped frames),
+    so fewer than 90 % and at least 2 frames short."""
+    return decoded < 0.9 * declared and declared - decoded >= 2
+
+
 def check_file(
     record: VideoRecord,
     *,
@@ -208,8 +226,9 @@ def check_file(
     except Exception as err:  # a bug or an unexpected library error: report, keep scanning
         return FileReport(path, ok=False, reason=f"{path}: {describe(err)}")
     report = FileReport(path, ok=True, num_frames=lengths[-1])
-    if len(lengths) > 1:
-        report.listed_frames = lengths[0]
+    declared = None if isinstance(backend, FrameFolderBackend) else declared_frames(path)
+    if len(lengths) > 1 or (declared is not None and is_truncated(declared, lengths[-1])):
+        report.listed_frames = lengths[0] if len(lengths) > 1 else declared
         if exclude_truncated:
             report.ok = False
             report.reason = f"{path}: truncated or damaged: {lengths[0]} frames listed, {lengths[-1]} decode"

@@ -136,3 +136,29 @@ def test_verification_reads_the_last_frames_and_catches_a_wrong_one():
     assert verify_reader(read_exactly, groups, 30, reference) == ("exact", [])
     verdict, _ = verify_reader(lambda choose: read_exactly(lambda n: choose(29)), groups, 30, reference)
     assert verdict == "counts 29 frames, the reference decode 30"
+
+
+def test_a_file_cut_short_is_excluded_as_truncated(tmp_path):
+    """An mp4 whose header (faststart: the sample table first) lists 48 frames, of which the cut file holds 9: both
+    backends read the 9 as if they were the video; the scan compares with the header and excludes it."""
+    import av
+
+    from rsa_lightning.data.decoding import PyAVBackend
+    from rsa_lightning.tools.scan_videos import check_file
+
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(48):
+            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for backend in (DecordBackend(), PyAVBackend()):
+        report = check_file(record(cut), backend=backend)
+        assert not report.ok and "truncated" in report.reason and report.listed_frames > report.num_frames, report
+        assert check_file(record(whole), backend=backend).ok
+    gc.collect()
