@@ -245,13 +245,18 @@ def handle_errors(task: F) -> F:
 
 def run_hydra_main(main: Callable[[], Any]) -> None:
     """Runs a ``@hydra.main`` function; a config Hydra could not compose (unknown group option, key not in the
-    config, bad override syntax: Hydra prints a short message and exits 1) exits with the bad-input code 2."""
+    config, bad override syntax: Hydra prints a short message and exits 1) exits with the bad-input code 2, and a
+    Ctrl-C outside training (inside it, :class:`rsa_lightning.callbacks.StopOnSignal` saves and stops) with 130, the
+    shell's code for SIGINT, without a traceback."""
     try:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _task_started:
             sys.exit(USER_ERROR_EXIT)
         raise
+    except KeyboardInterrupt:  # Ctrl-C outside training (start-up, data generation): no traceback
+        print("\ninterrupted (Ctrl-C); a partly generated data set is generated again next time", file=sys.stderr)
+        sys.exit(130)
 
 
 def run_cli(main: Callable[[], int | None]) -> int:

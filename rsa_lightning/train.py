@@ -213,7 +213,7 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
 def _check_final_metrics(metrics: dict[str, Any], monitor: Optional[str], best: Optional[str]) -> None:
     """A run whose last validation is not a number (non-finite scores: the model diverged in fewer steps than
     :class:`~rsa_lightning.callbacks.NonFiniteGuard` stops at) is never reported as a result."""
-    bad = sorted(k for k in (monitor, "val/acc1", "val/loss") if k in metrics and not math.isfinite(metrics[k]))
+    bad = sorted({k for k in (monitor, "val/acc1", "val/loss") if k in metrics and not math.isfinite(metrics[k])})
     if not bad:
         return
     kept = f"the best finite checkpoint is {best}" if best else "no checkpoint was kept as best"

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from rsa_lightning.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -156,16 +158,20 @@ def resumable_loader(
     **kwargs: Any,
 ) -> ResumableDataLoader:
     """The training loader: :class:`ResumableSampler` (``seed=None``: a random seed, logged) in a
-    :class:`ResumableDataLoader` dropping the last incomplete batch. ``kwargs`` go to ``DataLoader``."""
+    :class:`ResumableDataLoader` dropping the last incomplete batch. ``kwargs`` go to ``DataLoader``.
+
+    Raises:
+        ConfigError: fewer training samples per process than one batch (every epoch would be empty).
+    """
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         log.info("training data shuffled with seed %d (no seed configured)", seed)
     sampler = ResumableSampler(dataset, seed=seed, num_replicas=num_replicas, rank=rank)
-    if sampler.num_samples < batch_size:
-        log.warning(
-            "%d training samples per process, fewer than one batch of %d: every epoch is empty",
-            sampler.num_samples,
-            batch_size,
+    if sampler.num_samples < batch_size:  # the last incomplete batch is dropped: nothing would be trained
+        processes = f" per process ({num_replicas} processes)" if num_replicas > 1 else ""
+        raise ConfigError(
+            f"the training split has {len(dataset)} videos, {sampler.num_samples}{processes}: fewer than one batch of "
+            f"data.batch_size={batch_size}, so every epoch would be empty; lower data.batch_size or add videos"
         )
     return ResumableDataLoader(
         dataset, sampler=sampler, batch_size=batch_size, batches_done=batches_done, drop_last=True, **kwargs

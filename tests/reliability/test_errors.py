@@ -233,3 +233,11 @@ def test_train_from_a_truncated_checkpoint_is_one_message_before_anything_is_bui
     with pytest.raises(CheckpointError, match="start.ckpt could not be read: truncated or not a checkpoint"):
         train(compose_config("train", overrides, tmp_path / "run"), overrides)
     assert not (tmp_path / "data").exists()  # nothing generated, nothing built
+
+
+def test_a_training_split_smaller_than_one_batch_names_the_batch_size():
+    from rsa_lightning.data.resumable import resumable_loader
+    from rsa_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"1 videos, 1: fewer than one batch of data.batch_size=2.*lower data.batch"):
+        resumable_loader([0], seed=0, batch_size=2, num_replicas=1, rank=0, batches_done=lambda: (0, False))
