@@ -241,3 +241,14 @@ def test_a_training_split_smaller_than_one_batch_names_the_batch_size():
 
     with pytest.raises(ConfigError, match=r"1 videos, 1: fewer than one batch of data.batch_size=2.*lower data.batch"):
         resumable_loader([0], seed=0, batch_size=2, num_replicas=1, rank=0, batches_done=lambda: (0, False))
+
+
+def test_ctrl_c_outside_training_exits_130_without_a_traceback(capsys):
+    def main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        errors.run_hydra_main(main)
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
