@@ -53,13 +53,21 @@ def other_checkpoints(folder: Path, *, exclude: Optional[Path] = None) -> list[s
     return [str(p) for p in found]
 
 
+def needs_code(err: Exception) -> bool:
+    """A weights-only unpickling error about a global (a class or function the file pickles), not a damaged file:
+    "Unsupported global: GLOBAL x.Y", or "unsupported GLOBAL posix.system whose module posix is blocked"."""
+    return "unsupported global" in str(err).lower()
+
+
 def _unpickling_reason(err: Exception) -> str:
     """The one informative sentence of torch's weights-only error (e.g. "Unsupported global: GLOBAL x.Y ...")."""
     text = str(err)
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
-    lines = text.strip().splitlines()
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    globals_ = [line for line in lines if "unsupported global" in line.lower()]
+    lines = globals_ or lines
     return lines[0].split(" was not an allowed global")[0].strip() if lines else type(err).__name__
 
 
@@ -71,7 +79,7 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
     except PermissionError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror}; check the file's permissions") from err
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):
+        if not needs_code(err):
             raise CheckpointError(
                 f"{path} could not be read: truncated or not a checkpoint ({_unpickling_reason(err)}); "
                 f"{_fix_unreadable(path)}"

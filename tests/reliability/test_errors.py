@@ -252,3 +252,15 @@ def test_ctrl_c_outside_training_exits_130_without_a_traceback(capsys):
     assert exit_.value.code == 130
     err = capsys.readouterr().err
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_pickling_a_blocked_module_says_it_needs_code(tmp_path):
+    import os
+
+    from rsa_lightning.errors import CheckpointError
+    from rsa_lightning.evaluation.checkpoints import read_checkpoint
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"x": os.system}, path)  # torch's message differs for blocked modules (posix)
+    with pytest.raises(CheckpointError, match="needs code to be unpickled .*posix.system"):
+        read_checkpoint(path)
