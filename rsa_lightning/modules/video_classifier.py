@@ -241,6 +241,9 @@ class VideoClassifier(pl.LightningModule):
             log.debug("%s: dropped %d duplicate views (padding of a distributed sampler)", split, fused.duplicates)
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
+        if metrics.get("nonfinite_videos"):  # no ranking of NaN scores: no confusion matrix or per-class numbers
+            log.warning("%s: no confusion matrix or per-class accuracies (non-finite scores)", split)
+            return
         root = Path(self.trainer.default_root_dir)
         tested = self.trainer.ckpt_path if split == "test" else None  # the weights trainer.test loaded, if any
         name = Path(tested).stem if tested else f"epoch{self.current_epoch:03d}"

@@ -218,6 +218,7 @@ def test_a_short_diverged_run_is_never_reported_as_a_result(tmp_path):
     overrides.append("model.optimizer.lr=1e6")  # fewer non-finite steps than the guard stops at
     with pytest.raises(TrainingDiverged, match="the last validation has non-finite val/acc1"):
         train(compose_config("train", overrides, tmp_path / "run"), overrides)
+    assert not list(tmp_path.glob("run/confusion/val_*.csv"))  # no confusion matrix of NaN scores
 
 
 def test_train_from_a_truncated_checkpoint_is_one_message_before_anything_is_built(tmp_path):
