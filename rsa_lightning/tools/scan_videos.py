@@ -346,12 +346,20 @@ def scan(
     return result
 
 
+def _probe_reason(path: str) -> str:
+    """Why a file whose sampled seeks were exact is still not left to decord's seeks (what its packets say)."""
+    probe = probe_video(path)
+    if probe.orientation != IDENTITY:
+        return "display matrix (decord ignores mirrors)"
+    return probe.seek_risk or "decord's seeks are not trusted in it (detected from the packets)"
+
+
 def list_note(report: FileReport) -> str:
     """``<mode>: <reason>`` of a file in the list of files decord must not seek in."""
     mode = report.decord_mode or SEQUENTIAL
     if report.readers:
         seek = report.readers.get("decord seek", "")
-        why = seek if seek != "exact" else "display matrix (decord ignores mirrors)"
+        why = seek if seek != "exact" else _probe_reason(report.path)
         if mode == EXACT and report.readers.get("decord sequential", "exact") != "exact":
             why = f"decord sequential: {report.readers['decord sequential']}"
     elif report.seek_wrong:
