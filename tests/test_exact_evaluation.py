@@ -353,6 +353,20 @@ def test_predict_reports_a_video_that_cannot_be_decoded(run, tmp_path):
     assert both[good_id] == alone[good_id] and len(alone[good_id]) == 5
     with pytest.raises(VideoDecodeError, match="no video could be decoded: .*b_broken.mp4"):
         rsa_lightning.predict_scores(model, folder / "b_broken.mp4")
+    # the command-line tool: the good video scored and written, exit code 1 naming the other
+    out = tmp_path / "preds.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "rsa_lightning.tools.predict", f"ckpt_path={checkpoint}", f"video={folder}"]
+        + [f"output={out}", f"hydra.run.dir={tmp_path / 'predict'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=clean_env(OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "1 of 2 videos could not be decoded and are not scored: " in result.stderr and "Traceback" not in result.stderr
+    assert "a_good.mp4" in out.read_text()
 
 
 def test_eval_refuses_another_model_and_an_unknown_split(run, tmp_path):

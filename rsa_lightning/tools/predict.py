@@ -6,13 +6,15 @@
 Options in ``conf/predict.yaml``. A video is read and scored exactly as ``eval.py`` scores it inside a dataset
 (:func:`rsa_lightning.predict_scores`), with the run's decoder and sampler unless the command line names another,
 as in ``eval.py``: ``data/backend=pyav``, ``data/sampler=dense``. Prints one block per video; a video that cannot be
-decoded is reported and the others are still scored. Bad input (a missing or unusable checkpoint, no video) ends
-with one ``error:`` line and exit code 2 (:mod:`rsa_lightning.errors`).
+decoded is reported and the others are still scored (and written to ``output``); the exit code is then 1. Bad input
+(a missing or unusable checkpoint, no video) ends with one ``error:`` line and exit code 2
+(:mod:`rsa_lightning.errors`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,7 +70,14 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, list[tu
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
 @handle_errors  # bad input: one message and exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
-    predict(cfg, overrides=HydraConfig.get().overrides.task)
+    results = predict(cfg, overrides=HydraConfig.get().overrides.task)
+    failed = [vid for vid, top in results.items() if not top]
+    if failed:  # as extract_frames / reencode_videos: the others are done, the exit code says not all
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        print(
+            f"{len(failed)} of {len(results)} videos could not be decoded and are not scored: {shown}", file=sys.stderr
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":
