@@ -163,6 +163,13 @@ def _check_data_sizes(data: Mapping[str, Any]) -> None:
     workers = data.get("num_workers")
     if isinstance(workers, int) and workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {workers}: e.g. data.num_workers=8 (0 decodes inline)")
+    crop, resize = data.get("crop_size"), (data.get("eval_transform") or {}).get("resize")
+    sides = [resize] if isinstance(resize, int) else list(resize) if isinstance(resize, (list, tuple)) else []
+    if isinstance(crop, int) and sides and all(isinstance(x, int) for x in sides) and crop > min(sides):
+        raise ConfigError(
+            f"data.crop_size={crop} is larger than the frames data.eval_transform.resize={resize} makes: lower "
+            f"data.crop_size, or raise data.eval_transform.resize (and data.train_transform.resize) to at least {crop}"
+        )
 
 
 def _check_data_root(data: Mapping[str, Any]) -> None:

@@ -349,3 +349,11 @@ def test_scan_without_data_root_names_it(tmp_path):
         scan_from_config(compose_config("scan", ["data=ssv2"], tmp_path / "scan"))
     with pytest.raises(ConfigError, match="does not exist: point data.root at the dataset folder"):
         scan_from_config(compose_config("scan", ["data=ssv2", f"data.root={tmp_path / 'nope'}"], tmp_path / "scan"))
+
+
+def test_crop_larger_than_the_resized_frames_names_both_keys(tmp_path):
+    from conftest import tiny_synthetic_overrides
+
+    overrides = [*tiny_synthetic_overrides(tmp_path / "data"), "data.crop_size=64"]
+    with pytest.raises(ConfigError, match=r"data.crop_size=64 is larger than .* data.eval_transform.resize=32"):
+        check_train_config(compose_config("train", overrides, tmp_path / "run"))
