@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.callbacks.preemption import INTERRUPTED_EXIT
 
@@ -29,19 +29,13 @@ SIGNAL_AT = (70, 190)
 
 
 def data_overrides(root: Path) -> list[str]:
+    """The tests' tiny synthetic data with 8 training clips per class (80 in all, so a few hundred steps) and a
+    DataLoader worker (the soak covers worker processes too)."""
+    changed = {"data.prepare.train_per_class": "8", "data.num_workers": "1"}
+    keys = [override.split("=", 1)[0] for override in tiny_synthetic_overrides(root)]
     return [
-        f"data.root={root}",
-        "data.prepare.train_per_class=8",
-        "data.prepare.val_per_class=1",
-        "data.prepare.num_frames=8",
-        "data.prepare.size=32",
-        "data.train_transform.resize=32",
-        "data.train_transform.scales=[1.0]",
-        "data.eval_transform.resize=32",
-        "data.crop_size=32",
-        "data.num_frames=4",
-        "data.batch_size=4",
-        "data.num_workers=1",
+        f"{key}={changed[key]}" if key in changed else override
+        for key, override in zip(keys, tiny_synthetic_overrides(root))
     ]
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import ROOT
 from test_official import official_layout, save_official, tiny_net
+from test_video_backends import write_audio_only
 
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
@@ -64,20 +65,6 @@ def write_clip(
             stream.set_display_rotation(rotation)
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(block_frame(i, *size, seed=seed), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def write_audio_only(path: Path) -> Path:
-    """An mp4 holding one AAC stream and no video."""
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=8000)
-        for i in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 8000, i * 1024
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
