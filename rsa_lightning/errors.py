@@ -97,15 +97,21 @@ def _worker_error(err: BaseException) -> Optional[tuple[bool, str]]:
     return ours, re.sub(r"^[\w.]+(Error|Exception|Fault|Diverged)?: ", "", last.strip())
 
 
-def _write_error(err: BaseException) -> Optional[OSError]:
-    """The ``OSError`` (permission, read-only, no space) that ``err`` is or was raised from, else None."""
+def os_error_in_chain(err: Optional[BaseException], errnos: tuple[int, ...]) -> Optional[OSError]:
+    """The ``OSError`` with one of ``errnos`` that ``err`` is or was raised from (``__cause__`` / ``__context__``:
+    torch's checkpoint writer, for one, turns ENOSPC into a ``RuntimeError``), else None."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        if isinstance(err, OSError) and err.errno in errnos:
             return err
         err = err.__cause__ or err.__context__
     return None
+
+
+def _write_error(err: BaseException) -> Optional[OSError]:
+    """The ``OSError`` (permission, read-only, no space) that ``err`` is or was raised from, else None."""
+    return os_error_in_chain(err, _WRITE_ERRNOS)
 
 
 def _instantiation_cause(err: BaseException) -> Optional[BaseException]:

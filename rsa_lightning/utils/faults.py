@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import torch
 
-from rsa_lightning.errors import RunFault
+from rsa_lightning.errors import RunFault, os_error_in_chain
 
 CPU_OOM_TEXT = "DefaultCPUAllocator: can't allocate memory"
 
@@ -122,10 +122,4 @@ def fit_faults(cfg: Any, trainer: Any, run_dir: Path) -> Iterator[None]:
 def disk_full_error(err: BaseException) -> Optional[OSError]:
     """The ``OSError`` ENOSPC / EDQUOT that ``err`` is or was raised from (torch's writer turns it into a
     ``RuntimeError`` "unexpected pos ..." chained to it), else None."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
+    return os_error_in_chain(err, (errno.ENOSPC, errno.EDQUOT))
