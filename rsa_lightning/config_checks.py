@@ -60,6 +60,7 @@ def check_train_config(cfg: DictConfig) -> None:
     _check_resolves(cfg)
     data = _section(cfg, "data")
     model = _section(cfg, "model")
+    _check_seed(cfg.get("seed"))
     _check_data_sizes(data)
     _check_data_root(data)
     _check_classes(data, model)
@@ -150,6 +151,14 @@ def _check_resolves(cfg: DictConfig, keys: Optional[Sequence[str]] = None) -> No
 def _positive_int(key: str, value: Any, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}={example}")
+
+
+def _check_seed(seed: Any) -> None:
+    """``seed``: null or an integer numpy and torch accept (``[0, 2**32 - 1]``)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32 - 1] or null, got {seed!r}: e.g. seed=42")
 
 
 def _check_data_sizes(data: Mapping[str, Any]) -> None:

@@ -138,8 +138,9 @@ def classify(err: BaseException) -> Optional[int]:
     if _is_missing_value(err):
         return USER_ERROR_EXIT
     cause = _instantiation_cause(err)
-    if cause is not None:  # a value a constructor refused (ours or a library's): a config error
-        return classify(cause) or (USER_ERROR_EXIT if isinstance(cause, (ValueError, TypeError)) else None)
+    if cause is not None:  # a value a constructor refused (ours or a library's, e.g. Lightning's Trainer): bad config
+        refused = isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException"
+        return classify(cause) or (USER_ERROR_EXIT if refused else None)
     if isinstance(err, _INPUT_ERROR_TYPES):
         worker = _worker_error(err)
         ours = worker[0] if worker is not None else _is_ours(err.__traceback__)
@@ -238,6 +239,8 @@ def handle_errors(task: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         global _task_started
         _task_started = True
+        # a log file that cannot be written (a full disk) must not print a traceback per log line on the console
+        logging.raiseExceptions = False
         try:
             return task(*args, **kwargs)
         except Exception as err:

@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from rsa_lightning.callbacks.nonfinite import TrainingDiverged
 from rsa_lightning.config_checks import check_train_config
 from rsa_lightning.data.datamodule import check_backend_reads
+from rsa_lightning.errors import CheckpointError, ConfigError
 from rsa_lightning.evaluation.checkpoints import read_checkpoint
 from rsa_lightning.resume import (
     CONFIG_FILE,
@@ -105,10 +106,23 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
     return resumed
 
 
+def check_new_run_dir(output_dir: Path) -> None:
+    """A new run never writes into the folder of an earlier run (its checkpoints would be replaced): ``ConfigError``
+    pointing to ``resume=`` when ``output_dir`` holds a run's config or checkpoints (``hydra.run.dir=`` or
+    ``RSA_RUN_NAME`` naming an existing run)."""
+    found = [p for p in (output_dir / CONFIG_FILE, output_dir / "checkpoints") if p.exists()]
+    if not found:
+        return
+    raise ConfigError(
+        f"{output_dir} is the folder of an earlier run ({', '.join(p.name for p in found)}): a new run would replace "
+        f"its checkpoints. Continue it with resume={output_dir}, or start a new run in another folder"
+    )
+
+
 def _best_epoch(path: str) -> Optional[int]:
     try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
-    except (OSError, KeyError, RuntimeError):
+        return int(read_checkpoint(Path(path), mmap=True)["epoch"])
+    except (CheckpointError, KeyError):
         return None
 
 
@@ -137,6 +151,8 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     if resumed is not None:
         cfg = resumed
     check_train_config(cfg)  # before any heavy work: one message naming the key and the fix
+    if resumed is None and is_launched_as_rank_zero(os.environ):
+        check_new_run_dir(output_dir)
     start_from = cfg.get("ckpt_path")
     if resumed is None and start_from and str(start_from) not in LIGHTNING_CKPT_NAMES:
         read_checkpoint(Path(str(start_from)), mmap=True)  # truncated, pickled code, ...: one message naming it
@@ -278,6 +294,10 @@ def write_result(
         "run_dir": str(path.parent),
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:  # e.g. the disk is full: the run's own error is the one to report
+        tmp.unlink(missing_ok=True)
+        log.warning("could not write %s: %s", path, err.strerror or err)
     return result

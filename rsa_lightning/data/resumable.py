@@ -170,8 +170,8 @@ def resumable_loader(
     if sampler.num_samples < batch_size:  # the last incomplete batch is dropped: nothing would be trained
         processes = f" per process ({num_replicas} processes)" if num_replicas > 1 else ""
         raise ConfigError(
-            f"the training split has {len(dataset)} videos, {sampler.num_samples}{processes}: fewer than one batch of "
-            f"data.batch_size={batch_size}, so every epoch would be empty; lower data.batch_size or add videos"
+            f"the training split has {len(dataset)} video(s) ({sampler.num_samples}{processes}), fewer than one batch "
+            f"of data.batch_size={batch_size}, so every epoch would be empty; lower data.batch_size or add videos"
         )
     return ResumableDataLoader(
         dataset, sampler=sampler, batch_size=batch_size, batches_done=batches_done, drop_last=True, **kwargs

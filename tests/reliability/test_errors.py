@@ -240,7 +240,7 @@ def test_a_training_split_smaller_than_one_batch_names_the_batch_size():
     from rsa_lightning.data.resumable import resumable_loader
     from rsa_lightning.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"1 videos, 1: fewer than one batch of data.batch_size=2.*lower data.batch"):
+    with pytest.raises(ConfigError, match=r"1 video\(s\) \(1\), fewer than one batch of data.batch_size=2"):
         resumable_loader([0], seed=0, batch_size=2, num_replicas=1, rank=0, batches_done=lambda: (0, False))
 
 
@@ -265,3 +265,31 @@ def test_a_checkpoint_pickling_a_blocked_module_says_it_needs_code(tmp_path):
     torch.save({"x": os.system}, path)  # torch's message differs for blocked modules (posix)
     with pytest.raises(CheckpointError, match="needs code to be unpickled .*posix.system"):
         read_checkpoint(path)
+
+
+def test_lightnings_own_refusal_of_a_trainer_value_is_bad_input():
+    import hydra
+
+    err = _raised(lambda: hydra.utils.instantiate({"_target_": "pytorch_lightning.Trainer", "max_epochs": -5}))
+    assert errors.classify(err) == 2 and "max_epochs" in errors.message(err)
+
+
+@pytest.mark.parametrize("seed", ["abc", -5, 2**40])
+def test_a_seed_numpy_cannot_take_is_refused(tmp_path, seed):
+    from conftest import compose_config
+
+    from rsa_lightning.config_checks import check_train_config
+    from rsa_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*32 - 1\] or null"):
+        check_train_config(compose_config("train", [f"seed={seed}"], tmp_path / "run"))
+
+
+def test_a_new_run_never_writes_into_an_earlier_runs_folder(tmp_path):
+    from rsa_lightning.errors import ConfigError
+    from rsa_lightning.train import check_new_run_dir
+
+    check_new_run_dir(tmp_path / "new")  # nothing there yet
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"folder of an earlier run \(checkpoints\).*resume="):
+        check_new_run_dir(tmp_path / "old")
