@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -11,6 +12,25 @@ import torch  # noqa: F401  (imported before decord, as in the library)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_decoders_before_later_forks():
+    """After every test module: PyAV frees some encoders and decoders (threads and all) only at a garbage collection;
+    collected in a process forked later (a DataLoader or generator worker of another test), they hang or crash it.
+    Collect them here, in this process."""
+    yield
+    gc.collect()
+
+
+def train_tiny_run(tmp: Path) -> dict[str, Path]:
+    """A checkpoint written by train.py: rsa_tiny, one short epoch on the tiny synthetic data (10 classes) under
+    ``tmp``; returns ``tmp``, the checkpoint (``ckpt``) and the data root (``data``)."""
+    from rsa_lightning.train import train
+
+    overrides = tiny_synthetic_overrides(tmp / "synthetic") + ["model=rsa_tiny", *TINY_TRAINING]
+    train(compose_config("train", overrides, tmp / "run"))
+    return {"tmp": tmp, "ckpt": tmp / "run" / "checkpoints" / "last.ckpt", "data": tmp / "synthetic"}
 
 
 def frame_brightness(i: int) -> int:

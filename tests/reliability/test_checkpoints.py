@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_TRAINING, compose_config, tiny_synthetic_overrides
+from conftest import ROOT, compose_config, train_tiny_run
 
 import rsa_lightning
 from rsa_lightning.errors import CheckpointError, ConfigError, MissingFileError
@@ -22,13 +22,7 @@ SIDE_EFFECT = "rsa_lightning_pickled_code_ran"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A checkpoint written by train.py: rsa_tiny, one short epoch on the tiny synthetic data (10 classes)."""
-    from rsa_lightning.train import train
-
-    tmp = tmp_path_factory.mktemp("checkpoints")
-    overrides = tiny_synthetic_overrides(tmp / "synthetic") + ["model=rsa_tiny", *TINY_TRAINING]
-    train(compose_config("train", overrides, tmp / "run"))
-    return {"tmp": tmp, "ckpt": tmp / "run" / "checkpoints" / "last.ckpt", "data": tmp / "synthetic"}
+    return train_tiny_run(tmp_path_factory.mktemp("checkpoints"))
 
 
 def run_eval(ckpt: Path, out: Path, *overrides: str) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_TRAINING, compose_config, tiny_synthetic_overrides
+from conftest import ROOT, compose_config, train_tiny_run
 from omegaconf import OmegaConf
 
 from rsa_lightning.data.decoding import DecordBackend, PyAVBackend
@@ -21,13 +21,7 @@ from rsa_lightning.utils.config import merge_run_config, overridden_keys
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A checkpoint written by train.py: rsa_tiny, one short epoch on the tiny synthetic data (decord, segments)."""
-    from rsa_lightning.train import train
-
-    tmp = tmp_path_factory.mktemp("groups")
-    overrides = tiny_synthetic_overrides(tmp / "synthetic") + ["model=rsa_tiny", *TINY_TRAINING]
-    train(compose_config("train", overrides, tmp / "run"))
-    return {"tmp": tmp, "ckpt": tmp / "run" / "checkpoints" / "last.ckpt", "data": tmp / "synthetic"}
+    return train_tiny_run(tmp_path_factory.mktemp("groups"))
 
 
 @pytest.fixture

@@ -25,14 +25,6 @@ LEFT_TO_PYAV = ("webm_live", "webm_1frame", "rotated_90", "rotated_270_mirrored"
 NO_VIDEO = ("audio_only", "zero_frames")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def free_decoders_before_later_forks():
-    """PyAV frees some encoders and decoders (threads and all) only at a garbage collection; collected in a process
-    forked later (a DataLoader worker of another test), they crash it. Collect them here, in this process."""
-    yield
-    gc.collect()
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """A one-split list data set of every kind, each video its own class-0 line."""

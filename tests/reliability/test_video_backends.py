@@ -8,7 +8,6 @@ frames written, then every backend against the reference, at the indices trainin
 
 from __future__ import annotations
 
-import gc
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -151,14 +150,6 @@ def make_kinds(root: Path) -> dict[str, Path]:
     files["audio_only"] = write_audio_only(root / "audio.m4a")
     files["zero_frames"] = write_zero_frame(root / "empty.mkv")
     return files
-
-
-@pytest.fixture(scope="module", autouse=True)
-def free_decoders_before_later_forks():
-    """PyAV frees some encoders and decoders (threads and all) only at a garbage collection; collected in a process
-    forked later (a DataLoader worker of another test), they crash it. Collect them here, in this process."""
-    yield
-    gc.collect()
 
 
 @pytest.fixture(scope="module")
