@@ -63,11 +63,9 @@ import argparse
 import colorsys
 import concurrent.futures
 import dataclasses
-import gc
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import shutil
@@ -80,6 +78,7 @@ import av
 import numpy as np
 
 from rsa_lightning.errors import DataError
+from rsa_lightning.utils.processes import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -602,13 +601,8 @@ def _run_jobs(jobs: Sequence[_ClipJob], workers: int) -> None:
         for job in jobs:
             _make_clip(job)
         return
-    # fork is cheap and the workers only use numpy and PyAV; elsewhere spawn (the package import is slower there).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    # PyAV objects of this process that only the garbage collector frees must not be freed in a forked worker
-    # (freeing a decoder's threads there hangs it): free them first (as rsa_lightning.tools.scan_videos does)
-    gc.collect()
     chunksize = max(1, min(16, len(jobs) // (4 * workers)))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
         for _ in pool.map(_make_clip, jobs, chunksize=chunksize):
             pass
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import itertools
 import os
 import sys
@@ -411,12 +410,9 @@ def extract_frames(
 def run_jobs(
     fn, jobs: Sequence[VideoJob], workers: int, description: str, initializer, initargs: tuple
 ) -> dict[str, str]:
-    """``{name: status}`` of ``fn`` over ``jobs`` in ``workers`` forked processes (see
-    :func:`~rsa_lightning.tools.scan_videos.progress_map`), in the order of ``jobs`` whatever the workers' timing."""
-    if workers > 1:
-        # PyAV objects of this process that only a collection would free (reference cycles) are freed here, where
-        # their decoder threads exist: freed by a forked worker, they would wait forever for threads it does not have
-        gc.collect()
+    """``{name: status}`` of ``fn`` over ``jobs`` in ``workers`` processes (see
+    :func:`~rsa_lightning.tools.scan_videos.progress_map` and :mod:`rsa_lightning.utils.processes`), in the order of
+    ``jobs`` whatever the workers' timing."""
     return dict(progress_map(fn, list(jobs), workers, description, initializer, initargs))
 
 

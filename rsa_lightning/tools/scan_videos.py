@@ -31,10 +31,8 @@ seeks found wrong, a display matrix); ``DecordBackend(seek_mode="auto", open_gop
 from __future__ import annotations
 
 import copy
-import gc
 import inspect
 import logging
-import multiprocessing
 import os
 import zlib
 from collections import Counter
@@ -53,6 +51,7 @@ from rsa_lightning.data.exclusions import Exclusion, write_exclusions
 from rsa_lightning.data.probing import EXACT, SEQUENTIAL, check_seek_accuracy, detect_open_gop, probe_video
 from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, open_container, reference_frames
 from rsa_lightning.errors import handle_errors, run_hydra_main
+from rsa_lightning.utils.processes import worker_context
 
 SPLITS = ("train", "val", "test")
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
@@ -284,10 +283,7 @@ def progress_map(fn, tasks: list, workers: int, description: str, initializer=No
                 results.append(fn(task))
                 progress.advance(bar)
         else:
-            # PyAV objects of this process that only the garbage collector frees must not be freed in a forked
-            # worker (freeing a decoder's threads there hangs or crashes it): free them before forking
-            gc.collect()
-            with multiprocessing.get_context("fork").Pool(workers, initializer, initargs) as pool:
+            with worker_context().Pool(workers, initializer, initargs) as pool:
                 for result in pool.imap(fn, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
                     results.append(result)
                     progress.advance(bar)

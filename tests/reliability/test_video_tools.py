@@ -4,13 +4,13 @@ every user error is one line with exit code 2."""
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import av
+import lock_probe
 import numpy as np
 import pytest
 import torch
@@ -26,6 +26,8 @@ from rsa_lightning.errors import UserError, run_cli
 from rsa_lightning.tools import convert_official, extract_frames, reencode_videos
 from rsa_lightning.tools.extract_frames import DONE_MARKER, ExtractOptions
 from rsa_lightning.tools.reencode_videos import EncodeOptions
+from rsa_lightning.tools.scan_videos import progress_map
+from rsa_lightning.utils.processes import worker_context
 
 PNG = ExtractOptions(filename_template="{:05d}.png")  # lossless: the pixels must be the decoded pixels
 FAST = EncodeOptions(crf=4, gop=8, bframes=2, preset="ultrafast")
@@ -166,41 +168,17 @@ def test_keep_extension_gives_each_video_its_own_folder_with_two_workers(tmp_pat
     assert extract_frames.read_marker(dst / "test.avi" / DONE_MARKER)["source"] == "test.avi"
 
 
-class Garbage:
-    """Part of a reference cycle holding a decoded frame (with its swscale context): freed only by a collection."""
-
-    freed = False
-
-    def __init__(self, frame) -> None:
-        self.frame, self.cycle = frame, self
-
-    def __del__(self) -> None:
-        Garbage.freed = True
-
-
-def test_decoders_are_freed_before_the_workers_are_forked(tmp_path, monkeypatch):
-    """A forked worker that frees a decoder (swscale / codec context) of its parent waits forever for the parent's
-    threads (seen: extract_frames hung with 2 workers after an inline run): the tool collects before it forks."""
-    video = write_clip(tmp_path / "videos" / "a.mp4", 2)
-    write_clip(tmp_path / "videos" / "b.mp4", 2)
-    with av.open(str(video)) as container:
-        frame = next(container.decode(video=0))
-        frame.to_ndarray(format="rgb24")
-    gc.disable()  # no automatic collection between here and the fork
+def test_worker_pools_start_clean_of_locks_held_by_other_threads():
+    """A lock held by another thread of the parent (a decoder's, PyTorch's, logging's) when the pool starts stays
+    held forever in a forked worker (seen: extract_frames and the generator hung in the test session). The tools'
+    and the generator's pools start their workers from a clean process instead."""
+    lock_probe.HELD.acquire()  # held, as another thread would hold it at the moment the pool starts
     try:
-        Garbage(frame)
-        del frame
-        seen = []
-
-        def progress_map(fn, tasks, workers, *args):
-            seen.append(Garbage.freed)
-            return [(task.name, "done") for task in tasks]
-
-        monkeypatch.setattr(extract_frames, "progress_map", progress_map)
-        extract_frames.extract_frames(tmp_path / "videos", tmp_path / "frames", workers=2)
+        taken = progress_map(lock_probe.acquire_within, [2.0, 2.0], 2, "probe")
     finally:
-        gc.enable()
-    assert seen == [True]
+        lock_probe.HELD.release()
+    assert taken == [True, True]
+    assert worker_context().get_start_method() != "fork"
 
 
 def test_reencode_keeps_each_video_under_its_own_name(tmp_path):
