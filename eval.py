@@ -28,7 +28,9 @@ def main(cfg: DictConfig) -> None:
     from pytorch_lightning.utilities import rank_zero_only
 
     from rsa_lightning.evaluate import evaluate
+    from rsa_lightning.utils.console import setup_console
 
+    setup_console()  # log records above the progress bar, no library advertising (rsa_lightning/utils/console.py)
     metrics = evaluate(cfg, overrides=HydraConfig.get().overrides.task)
     if rank_zero_only.rank != 0:
         return

@@ -39,6 +39,13 @@ def main(cfg: DictConfig) -> float | None:
     from pytorch_lightning.utilities import rank_zero_only
 
     from rsa_lightning.train import train, write_result
+    from rsa_lightning.utils import console
+
+    # log records above the progress bar, no library advertising, start-up details in train.log only
+    ignored = console.IGNORED_WARNINGS
+    if cfg.trainer.get("limit_train_batches") is not None or cfg.trainer.get("fast_dev_run"):
+        ignored += ((UserWarning, console.SHORT_EPOCH_WARNING),)  # a short debugging epoch is short on purpose
+    console.setup_console(console_details=console.TRAIN_CONSOLE_DETAILS, ignored_warnings=ignored)
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -76,7 +83,9 @@ def main(cfg: DictConfig) -> float | None:
     monitor = cfg.data.get("monitor")
     if f"best/{monitor}" in metrics and monitor in metrics:  # a checkpoint callback monitored it
         final, best = 100 * metrics[monitor], 100 * metrics[f"best/{monitor}"]
-        log.info("checkpoint monitor %s: final %.2f%%, best epoch %.2f%%", monitor, final, best)
+        # the checkpoint's epoch counts from 0; the console from 1, as the progress bar and the epoch summary
+        epoch = "" if metrics.get("best_epoch") is None else f" (epoch {int(metrics['best_epoch']) + 1})"
+        log.info("checkpoint monitor %s: final %.2f%%, best %.2f%%%s", monitor, final, best, epoch)
     if "best_checkpoint" in metrics:
         log.info("best checkpoint: %s", metrics["best_checkpoint"])
     optimized = cfg.get("optimized_metric")

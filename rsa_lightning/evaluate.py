@@ -60,7 +60,10 @@ Files (in ``cfg.paths.output_dir``)
     ``predictions_<split>.csv``: video id, label, label name, then the ``top_k`` classes (id, name, score) best first;
     ``scores_<split>.pt``: ``torch.load``-able dict with ``video_ids``, ``labels``, ``scores`` (V, K) fused (ensemble)
     probabilities, ``model_scores`` (M, V, K) each checkpoint's fused probabilities, ``class_names`` and the settings;
-    ``metrics_<split>.json``.
+    ``metrics_<split>.json``; for a labelled split with finite scores ``confusion_<split>.csv`` / ``.pt`` (the (K, K)
+    matrix, rows true, columns predicted) and, unless ``plots=false``, its plots next to it:
+    ``confusion_<split>_matrix.png``, ``..._direction.png``, ``..._per_class.png``, ``..._top_confusions.png`` and
+    ``..._top_confusions.csv`` (:mod:`rsa_lightning.visualization.evaluation_plots`).
 """
 
 from __future__ import annotations
@@ -428,7 +431,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "num_frames": used_frames,
         "skipped_videos": result.skipped,
     }
-    scores, _ = score_videos(result.scores, result.labels)
+    scores, confusion = score_videos(result.scores, result.labels)
     if not scores:
         log.info("the %s split has no labels: predictions only", cfg.split)
     metrics.update(scores)
@@ -445,4 +448,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             top_k=int(cfg.get("top_k", 5)),
             model_scores=model_scores,
         )
+        if confusion is not None and not metrics.get("nonfinite_videos"):  # no ranking of NaN scores: no matrix
+            writers.write_confusion(files["confusion_file"], confusion, class_names)
+            if cfg.plots:
+                from rsa_lightning.visualization.evaluation_plots import write_evaluation_plots
+
+                write_evaluation_plots(files["confusion_file"], confusion, class_names)
     return {**metrics, **{key: str(files[key]) for key in ("predictions_file", "scores_file")}}

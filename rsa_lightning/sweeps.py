@@ -66,9 +66,9 @@ def metric_in_percent(metric: Optional[str]) -> bool:
 
 @dataclass(frozen=True)
 class JobRow:
-    """One job of a sweep, as read from its folder."""
+    """One job of a sweep, as read from its folder (``num``: the job number, None for a single run's folder)."""
 
-    num: int
+    num: Optional[int]
     status: str
     overrides: tuple[str, ...]
     run_dir: str
@@ -113,15 +113,19 @@ def _hydra_overrides(job_dir: Path) -> tuple[str, ...]:
 
 
 def read_job(job_dir: Path, *, missing_status: str = NOT_FINISHED, job_name: str = "train") -> JobRow:
-    """A job's row from ``<job_dir>/result.json``; ``missing_status`` when it has none (or an unreadable one)."""
+    """A job's row from ``<job_dir>/result.json``; ``missing_status`` when it has none (or an unreadable one).
+
+    Also reads a single run's folder (``logs/train/runs/<time>``: ``num`` None), for :mod:`rsa_lightning.tools.report`.
+    """
     log_file = _job_log_file(job_dir, job_name)
+    num = int(job_dir.name) if job_dir.name.isdigit() else None
     try:
         result = json.loads((job_dir / RESULT_FILE).read_text())
     except (OSError, ValueError):  # none yet, or being written by a job that does not replace it atomically
-        return JobRow(int(job_dir.name), missing_status, _hydra_overrides(job_dir), str(job_dir), log_file=log_file)
+        return JobRow(num, missing_status, _hydra_overrides(job_dir), str(job_dir), log_file=log_file)
     best_epoch = result.get("best_epoch")
     return JobRow(
-        num=int(job_dir.name),
+        num=num,
         status=str(result.get("status") or NOT_FINISHED),
         overrides=tuple(result.get("overrides") or _hydra_overrides(job_dir)),
         run_dir=str(result.get("run_dir") or job_dir),

@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from rsa_lightning.callbacks.nonfinite import TrainingDiverged
+from rsa_lightning.callbacks.progress import with_progress_bar
 from rsa_lightning.config_checks import check_train_config
 from rsa_lightning.data.datamodule import check_backend_reads
 from rsa_lightning.errors import CheckpointError, ConfigError
@@ -176,14 +177,69 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
                 os.environ.pop(key, None)
 
 
+def _config_choices(output_dir: Path, resumed: bool) -> dict[str, str]:
+    """The config groups' options of this run (``{"model": "rsa_tiny", "data": "synthetic", ...}``): a resumed run's
+    own, from its ``.hydra/hydra.yaml``; else this invocation's. Empty when unknown (e.g. a config composed by hand)."""
+    try:
+        if resumed:
+            saved = OmegaConf.load(output_dir / ".hydra" / "hydra.yaml")
+            return dict(saved.hydra.runtime.choices)
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    except Exception as err:  # the names are for the console only: never fail a run for them
+        log.debug("config choices unknown: %s", err)
+        return {}
+
+
+def network_description(net: torch.nn.Module, net_cfg: Any) -> str:
+    """The network's class and the components its config injects: ``ResNet(stmixer=RelationalSelfAttention)``,
+    ``ResNet(block=Bottleneck, temporal_shift=TemporalShift)``; the class alone when it injects none."""
+    parts = []
+    for key, value in (net_cfg or {}).items():
+        target = value.get("_target_") if isinstance(value, (dict, DictConfig)) else None
+        if target:
+            parts.append(f"{key}={str(target).rsplit('.', 1)[-1]}")
+    name = type(net).__name__
+    return f"{name}({', '.join(parts)})" if parts else name
+
+
+def startup_lines(
+    cfg: DictConfig, info: dict[str, Any], net: torch.nn.Module, output_dir: Path, choices: dict[str, str]
+) -> list[str]:
+    """What a user needs to know about a run before it trains, one line each: its folder, the model (config name,
+    network, parameters, GMACs per view) and the data (config name, root, videos per split, classes, clip size).
+    The global batch, lr, precision and device follow once training starts (:class:`~rsa_lightning.callbacks.
+    EpochSummary`). ``info`` is :func:`~rsa_lightning.utils.run_info.run_info`'s."""
+    data = info.get("data") or {}
+    macs = (info.get("cost") or {}).get("gmacs_per_view")
+    frames, crop = data.get("num_frames"), data.get("crop_size")
+    model_name = f"{choices['model']} = " if choices.get("model") else ""
+    model = (
+        f"model: {model_name}{network_description(net, cfg.model.get('net'))}, "
+        f"{info['params']['total']:,} parameters, "
+        + ("GMACs not counted" if macs is None else f"{macs:.3f} GMACs per view of {frames} x {crop} x {crop}")
+    )
+    videos = data.get("num_videos") or {}
+    counts = " / ".join(f"{videos[s]} {s}" for s in ("train", "val") if videos.get(s) is not None)
+    data_name = f"{choices['data']} " if choices.get("data") else ""
+    dataset = (
+        f"data: {data_name}from {cfg.data.get('root')}: {counts + ' videos, ' if counts else ''}"
+        f"{data.get('num_classes')} classes, clips of {frames} frames x {crop} x {crop}"
+    )
+    return [f"run dir: {output_dir}", model, dataset]
+
+
 def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float) -> dict[str, Any]:
-    log.info("data: <%s> from %s", cfg.data._target_, cfg.data.get("root"))
+    log.debug("data: <%s> from %s", cfg.data._target_, cfg.data.get("root"))
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed"))
     if cfg.get("test_after_training"):
         check_test_split_is_labelled(datamodule)
-    log.info("model: <%s>", cfg.model.net._target_)
+    log.debug("model: <%s>", cfg.model.net._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_collection(cfg.get("callbacks"), "callback")
+    # the tqdm bar counting epochs from 1, as the per-epoch summary does (rsa_lightning/callbacks/progress.py)
+    callbacks = with_progress_bar(callbacks, enabled=bool(cfg.trainer.get("enable_progress_bar", True)))
     loggers = instantiate_collection(cfg.get("logger"), "logger")  # Lightning's loggers write on rank 0 only
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -194,13 +250,9 @@ def _fit(cfg: DictConfig, config: dict[str, Any], output_dir: Path, start: float
         check_backend_reads(datamodule, "train")  # e.g. data/backend=frames on a list of video files
         info = run_info(cfg, model, datamodule)
         write_run_info(info, output_dir)
-        macs = (info.get("cost") or {}).get("gmacs_per_view")
-        log.info(
-            "%s parameters, %s GMACs per view; output dir %s",
-            f"{info['params']['total']:,}",
-            "?" if macs is None else f"{macs:.3f}",
-            output_dir,
-        )
+        choices = _config_choices(output_dir, resumed=bool(cfg.get("resume")))
+        for line in startup_lines(cfg, info, getattr(model, "net", model), output_dir, choices):
+            log.info("%s", line)
         for lg in loggers:
             lg.log_hyperparams(config)
             lg.log_hyperparams({"run_info": info})  # one top-level key: CSV/TensorBoard merge hparams shallowly

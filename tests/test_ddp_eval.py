@@ -85,18 +85,26 @@ def test_ddp_eval_equals_single_process_eval(tmp_path):
     run = runs[0]
     # both ranks gathered all views; rank 1 logs to stdout only and writes nothing into the run folder
     assert result.stdout.count("val: 42 views predicted (21 in this process)") == 2, result.stdout[-3000:]
-    assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra",
-        "eval.log",
-        "metrics_val.json",
-        "predictions_val.csv",
-        "scores_val.pt",
-    ]
+    plots = [f"confusion_val_{name}.png" for name in ("direction", "matrix", "per_class", "top_confusions")]
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [
+            ".hydra",
+            "confusion_val.csv",
+            "confusion_val.pt",
+            *plots,
+            "confusion_val_top_confusions.csv",
+            "eval.log",
+            "metrics_val.json",
+            "predictions_val.csv",
+            "scores_val.pt",
+        ]
+    )  # written once, by rank 0
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
 
     single, ddp = tmp_path / "single", run
     assert (ddp / "predictions_val.csv").read_bytes() == (single / "predictions_val.csv").read_bytes()
     assert (ddp / "metrics_val.json").read_bytes() == (single / "metrics_val.json").read_bytes()
+    assert (ddp / "confusion_val.csv").read_bytes() == (single / "confusion_val.csv").read_bytes()
     ddp_scores, single_scores = torch.load(ddp / "scores_val.pt"), torch.load(single / "scores_val.pt")
     assert ddp_scores["video_ids"] == single_scores["video_ids"]
     assert not set(excluded) & set(ddp_scores["video_ids"])

@@ -1,9 +1,12 @@
 """Map-style video dataset: sample, decode and transform one view of one video; skip broken videos.
 
-A sample is ``{"video": uint8 (C, T, H, W), "label": int, "video_id": str, "view": int, "replaced": str,
-"replaced_reason": str}``; the default collate turns a list of samples into ``video: (B, C, T, H, W)``,
-``label: (B,)``, ``view: (B,)`` and lists of ids and reasons. ``C`` is always 3 (RGB): a backend's grey (one channel,
-or no channel axis) or RGBA frames become RGB here; any other channel count is a broken video.
+A sample is ``{"video": uint8 (C, T, H, W), "label": int, "video_id": str, "view": int, "flipped": bool,
+"replaced": str, "replaced_reason": str}``; the default collate turns a list of samples into
+``video: (B, C, T, H, W)``, ``label: (B,)``, ``view: (B,)``, ``flipped: (B,)`` and lists of ids and reasons.
+``flipped`` says whether the training transform mirrored the clip (a
+:class:`~rsa_lightning.data.transforms.TrainTransform` reports it; False in evaluation and for other transforms).
+``C`` is always 3 (RGB): a backend's grey (one channel, or no channel axis) or RGBA frames become RGB here; any other
+channel count is a broken video.
 
 Views: in evaluation every video is read ``num_clips`` x ``num_crops`` times; dataset index
 ``(video * num_clips + clip) * num_crops + crop`` is view ``clip * num_crops + crop`` of video ``video``. In training
@@ -43,6 +46,7 @@ from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import VideoBackend
 from rsa_lightning.data.resumable import SampleKey
 from rsa_lightning.data.sampling import FrameSampler
+from rsa_lightning.data.transforms import TrainTransform
 from rsa_lightning.data.video_io import VideoDecodeError
 from rsa_lightning.errors import DataError
 
@@ -250,9 +254,12 @@ class VideoDataset(Dataset):
         else:
             raise self._undecodable(video_index, failures)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
-        label = record.label
+        label, flipped = record.label, False
         if self.transform is not None:
-            if self.training:
+            if isinstance(self.transform, TrainTransform) and self.training:  # also reports whether it flipped
+                video, params = self.transform.with_params(video, label=label, generator=generator)
+                label, flipped = params.label, params.flip
+            elif self.training:
                 video, label = self.transform(video, label=label, generator=generator)
             else:
                 video = self.transform(video, crop_index=crop, num_crops=self.num_crops)
@@ -261,6 +268,7 @@ class VideoDataset(Dataset):
             "label": label,
             "video_id": record.video_id,
             "view": clip * self.num_crops + crop,
+            "flipped": flipped,
             "replaced": self.records[video_index].video_id if attempt else "",
             "replaced_reason": failures[0][1] if attempt else "",
         }

@@ -251,6 +251,14 @@ class TrainTransform:
     def __call__(
         self, video: torch.Tensor, *, label: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, int]:
+        video, params = self.with_params(video, label=label, generator=generator)
+        return video, params.label
+
+    def with_params(
+        self, video: torch.Tensor, *, label: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, TrainParams]:
+        """The transformed clip and the random choices that made it (crop window, ``flip``, output ``label``), for
+        a caller that records them (the dataset's ``"flipped"`` field); the same draws as :meth:`__call__`."""
         if video.ndim != 4 or video.dtype != torch.uint8:
             raise ValueError(
                 f"TrainTransform expects a uint8 clip (C, T, H, W), got {video.dtype} {tuple(video.shape)}"
@@ -266,7 +274,7 @@ class TrainTransform:
             video = self.randaugment(video, generator=generator)
         if self.random_erasing is not None:
             video = self.random_erasing(video, generator=generator)
-        return video.contiguous(), p.label
+        return video.contiguous(), p
 
     def __repr__(self) -> str:
         return (

@@ -1,8 +1,14 @@
 """Files of an evaluation: predictions CSV, scores ``.pt``, metrics JSON and confusion matrices (CSV + ``.pt``).
 
-Written by ``eval.py`` (``<run>/predictions_<split>.csv``, ``scores_<split>.pt``, ``metrics_<split>.json``), by
-``test_after_training`` (the same three files in the training run's folder) and at the end of every validation and
-test epoch (``<run>/confusion/<split>_epoch<NNN>.csv`` and ``.pt``). Only global rank 0 calls them.
+Written by ``eval.py`` (``<run>/predictions_<split>.csv``, ``scores_<split>.pt``, ``metrics_<split>.json`` and
+``confusion_<split>.csv`` / ``.pt``), by ``test_after_training`` (the first three in the training run's folder) and at
+the end of every validation and test epoch (``<run>/confusion/<split>_epoch<NNN>.csv`` and ``.pt``). Only global
+rank 0 calls them.
+
+Next to every confusion CSV ``<stem>.csv`` the evaluation plots go to ``<stem>_matrix.png``, ``_direction.png``,
+``_per_class.png``, ``_top_confusions.png`` and ``_top_confusions.csv``
+(:func:`rsa_lightning.visualization.evaluation_plots.write_evaluation_plots`; during training the
+:class:`rsa_lightning.callbacks.EvalPlots` callback draws them).
 """
 
 from __future__ import annotations
@@ -68,12 +74,13 @@ def write_scores(path: Path, **fields: Any) -> None:
 
 def split_files(output_dir: Path, split: str) -> dict[str, Path]:
     """The paths of a split's result files in ``output_dir``: ``predictions_file``, ``scores_file``,
-    ``metrics_file``."""
+    ``metrics_file`` and ``confusion_file`` (``eval.py``'s confusion matrix CSV, the stem of its plots)."""
     output_dir = Path(output_dir)
     return {
         "predictions_file": output_dir / f"predictions_{split}.csv",
         "scores_file": output_dir / f"scores_{split}.pt",
         "metrics_file": output_dir / f"metrics_{split}.json",
+        "confusion_file": output_dir / f"confusion_{split}.csv",
     }
 
 

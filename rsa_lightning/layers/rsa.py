@@ -351,3 +351,50 @@ class RelationalSelfAttention(nn.Module):
             y = self.aggregate(kernel, self.mix_values(context, mixing))
         out = rearrange(y, "b dv nh t h w -> b (dv nh) t h w")  # value-major channels e * nh + h
         return self.pool(out)
+
+    # --- inspection -----------------------------------------------------------------------------------------------
+
+    def effective_kernels(self, x: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The kernels the layer applies at ``positions``, as weights over the window: kappa_h = H2^T kappa_latent.
+
+        With context "V" the output of head h at position n is y[e, h] = sum_m kappa_h[m] v_{n+m,e}; with the
+        relational context the enriched values (X^V + X^R)[m, e] take the place of v_{n+m,e}. kappa_h, one weight per
+        window offset m, is the paper's dynamic kernel, which the layer itself never builds (it aggregates in the
+        latent dd space; see "Factorisation" in the module docstring). Computed with the layer's own projection and
+        parameters (:meth:`project`, :meth:`basic_kernel`, :meth:`relational_kernel`, ``H2``), before the stride
+        pooling.
+
+        Args:
+            x: the layer's input (B, in_channels, T, H, W).
+            positions: (N, 4) integer rows (b, t, h, w): clip in the batch and query position at the input's
+                resolution.
+
+        Returns:
+            ``{"basic": kappa^V, "relational": kappa^R, "combined": kappa^V + kappa^R}`` (only the terms of the
+            kernel type; "combined" is always there and is the kernel the layer applies), each (N, nh, kt, kh, kw).
+            Entry [i, head, p, q, r] weighs the neighbour (t + p - kt // 2, h + q - kh // 2, w + r - kw // 2) of
+            the i-th position (b, t, h, w) (a cross-correlation, as ``nn.Conv3d``); neighbours outside the clip are
+            zero padding.
+
+        Raises:
+            ValueError: ``positions`` not of shape (N, 4) or outside the input.
+        """
+        if positions.dim() != 2 or positions.shape[1] != 4:
+            raise ValueError(f"positions must be (N, 4) rows (b, t, h, w), got shape {tuple(positions.shape)}")
+        bounds = torch.tensor([x.shape[0], *x.shape[2:]], device=positions.device)
+        if positions.numel() and ((positions < 0) | (positions >= bounds)).any():
+            raise ValueError(f"positions must lie inside the input (B, T, H, W) = {tuple(bounds.tolist())}")
+        query, key, _ = self.project(x)
+        latent = {}  # name -> (b, nh, dd, t, h, w)
+        if self.kernel_type != "R":
+            latent["basic"] = self.basic_kernel(query)
+        if self.kernel_type != "V":
+            latent["relational"] = self.relational_kernel(query, key)
+        b, t, h, w = positions.long().unbind(dim=1)
+        at = {
+            name: rearrange(kernel, "b nh dd t h w -> b t h w nh dd")[b, t, h, w]  # (n, nh, dd)
+            for name, kernel in latent.items()
+        }
+        at["combined"] = sum(at.values())
+        offsets = rearrange(self.H2.weight, "dd 1 kt kh kw -> dd kt kh kw")  # H2: latent -> window offsets
+        return {name: einsum(kernel, offsets, "n nh dd, dd kt kh kw -> n nh kt kh kw") for name, kernel in at.items()}

@@ -73,6 +73,10 @@ class VideoClassifier(pl.LightningModule):
     ``predictions_test.csv``, ``scores_test.pt`` and ``metrics_test.json`` there, the files ``eval.py split=test``
     writes.
 
+    ``confusions[split]``: ``(CSV path, (K, K) confusion matrix)`` of the split's last evaluation written on rank zero
+    (set after the files are written; :class:`rsa_lightning.callbacks.EvalPlots` takes it to draw the evaluation
+    plots next to the CSV).
+
     ``predict_step`` returns the batch's per-view outputs (:class:`rsa_lightning.evaluation.ViewOutputs`, logits).
     ``results[split]`` holds the fused scores (:class:`rsa_lightning.evaluation.FusedScores`) of the last validation
     or test epoch, e.g. for a notebook after ``trainer.test``.
@@ -129,6 +133,7 @@ class VideoClassifier(pl.LightningModule):
         self.views = {split: ViewCollector() for split in EVAL_SPLITS}  # this process's views of the epoch
         self.results: dict[str, FusedScores] = {}  # the last fused scores of each evaluated split
         self.class_names: list[str] = []
+        self.confusions: dict[str, tuple[Path, torch.Tensor]] = {}  # rank zero: the last confusion file of a split
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
@@ -249,6 +254,7 @@ class VideoClassifier(pl.LightningModule):
         name = Path(tested).stem if tested else f"epoch{self.current_epoch:03d}"
         path = root / "confusion" / f"{split}_{name}.csv"
         writers.write_confusion(path, confusion, self.class_names)
+        self.confusions[split] = (path, confusion)
         writers.log_per_class_summary(f"{split} {name}", confusion, self.class_names, path)
         if split == "test":
             dataset = getattr(self.trainer.test_dataloaders, "dataset", None)

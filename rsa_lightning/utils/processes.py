@@ -18,7 +18,6 @@ from __future__ import annotations
 import multiprocessing
 from multiprocessing.context import BaseContext
 
-
 # Every module whose functions run in these pools: imported once by the fork server, inherited by each worker.
 WORKER_MODULES = (
     "rsa_lightning.data.synthetic",
