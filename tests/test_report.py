@@ -299,6 +299,14 @@ def test_a_path_that_is_no_run_is_one_line_and_exit_2(runs, tmp_path, capsys, ki
     assert captured.out == "" and not (tmp_path / REPORT_FILE).exists()
 
 
+def test_an_out_path_that_is_a_file_is_one_line_and_exit_2(runs, tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert run_cli(lambda: main([str(runs["rsa"]), "--out", str(out)])) == USER_ERROR_EXIT
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0] and out.read_text() == "mine"
+
+
 def test_labels_must_match_the_runs(runs, tmp_path, capsys):
     assert run_cli(lambda: main([str(runs["rsa"]), "--label", "a", "--label", "b"])) == USER_ERROR_EXIT
     assert "--label" in capsys.readouterr().err

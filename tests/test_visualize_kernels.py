@@ -237,12 +237,22 @@ def test_tool_position_layer_and_track_gif(tiny_run) -> None:
         (["position=[0,40,3]"], "outside the clip"),
         (["position=[9,1,1]"], "outside the clip"),
         (["position=middle"], "is not a position"),
+        (["track=[3,28,20]"], "e.g. track=[[0,20,10],[1,20,14]]"),
+        (["device=cuda"] if not torch.cuda.is_available() else ["position=middle"], "is not a position|device=cuda"),
     ],
 )
 def test_tool_bad_input_is_a_user_error(tiny_run, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
         run_tool([f"ckpt_path={tiny_run['ckpt']}", "video=videos/val_00000", *overrides])
     assert classify(raised.value) == 2 and "\n" not in str(raised.value)
+
+
+def test_tool_takes_a_video_id_as_the_split_lists_write_it(tiny_run, tmp_path) -> None:
+    """``videos/val_00000.mp4`` (the list's path) and ``videos/val_00000`` (the id) name the same video."""
+    outs = [tmp_path / "with_extension.png", tmp_path / "id.png"]
+    for video, out in zip(("videos/val_00000.mp4", "videos/val_00000"), outs):
+        run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={video}", "position=[2,20,20]", f"out={out}"])
+    assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
 def test_tool_cli_refuses_a_model_without_rsa_layers(tiny_run) -> None:

@@ -335,6 +335,18 @@ def _validation_row(
     )
 
 
+def _launch_path(run_dir: Path, path: str) -> Path:
+    """``path`` as the run's command line gave it, made absolute against the folder the run was started from
+    (``.hydra/hydra.yaml``: ``hydra.runtime.cwd``), so that a relative ``ckpt_path`` resolves from anywhere."""
+    if Path(path).is_absolute():
+        return Path(path)
+    try:
+        cwd = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["cwd"]
+    except Exception:  # noqa: BLE001  (no Hydra record: relative to where the report runs, as given)
+        return Path(path)
+    return Path(str(cwd)) / path
+
+
 def _eval_rows(run_dir: Path, notes: list[str]) -> tuple[list[Evaluation], list[Path]]:
     """One row per ``metrics_<split>.json`` (sorted by name) and the checkpoints they evaluated."""
     evaluations, checkpoints = [], []
@@ -343,7 +355,7 @@ def _eval_rows(run_dir: Path, notes: list[str]) -> tuple[list[Evaluation], list[
         if metrics is None:
             notes.append(f"unreadable {path.name}")
             continue
-        ckpts = [Path(str(c)) for c in metrics.get("checkpoints") or ()]
+        ckpts = [_launch_path(run_dir, str(c)) for c in metrics.get("checkpoints") or ()]
         checkpoints.extend(ckpts)
         split = metrics.get("split") or path.stem.removeprefix("metrics_")
         what = ", ".join(str(x) for x in (split, " + ".join(c.name for c in ckpts), metrics.get("protocol")) if x)
@@ -737,6 +749,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     assign_labels(runs, args.label)
     runs = sort_runs(runs, args.sort)
     out = args.out if args.out is not None else default_out(args.paths)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for {REPORT_FILE} and {CURVES_FILE}")
     text = report_markdown(runs)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_FILE

@@ -57,7 +57,8 @@ def parse_position(value: Any, key: str = "position") -> Optional[tuple[int, int
     if len(numbers) != 3:
         raise ConfigError(
             f"{key}={value} is not a position: give auto or t,y,x (frame, row, column in pixels of the network's "
-            f"input clip), e.g. {key}=[3,20,30]"
+            f"input clip), e.g. "
+            + ("track=[[0,20,10],[1,20,14]] (a list of positions)" if key == "track" else f"{key}=[3,20,30]")
         )
     return numbers
 
@@ -92,7 +93,9 @@ def find_video(video: str, data: DictConfig) -> VideoRecord:
                 records = annotations.records(split)
             except (OSError, ValueError):  # e.g. no test list
                 continue
-            found = [r for r in records if r.video_id == str(video)]
+            # an id as the split lists write it, with or without the file extension (videos/val_00000[.mp4])
+            found = [r for r in records if str(video) in (r.video_id, str(Path(r.video_id).with_suffix("")))]
+            found = found or [r for r in records if Path(str(video)).with_suffix("") == Path(r.video_id)]
             if found:
                 return found[0]
             if not reason and records:
@@ -135,6 +138,8 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
     """Run ``conf/visualize_kernels.yaml``'s job; returns the files written (the PNG, then the GIF if any).
     ``overrides``: the command line, whose ``data`` groups and keys replace the run's (``data/backend=pyav``)."""
     device = cfg.get("device", "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA device is visible to this torch build; use device=cpu")
     model = load_model(
         cfg.ckpt_path, num_frames=cfg.get("num_frames"), device=device, composed=cfg, overrides=overrides
     )
