@@ -130,8 +130,12 @@ def tiny_synthetic_overrides(root: Path) -> list[str]:
     ]
 
 
-# one short epoch of training and validation on the CPU, quietly: what most integration tests need
-TINY_TRAINING = [
+# the callbacks that draw pictures (kernels, evaluation plots, training clips; about half of a tiny run's time):
+# tests of other features leave them out, their own tests (test_visualize_kernels, test_evaluation_plots) keep them
+NO_PICTURES = ["~callbacks.kernel_images", "~callbacks.eval_plots", "~callbacks.clip_grid"]
+
+# one short epoch of training and validation on the CPU, quietly, with the default callbacks
+TINY_TRAINING_WITH_PICTURES = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
@@ -139,3 +143,5 @@ TINY_TRAINING = [
     "trainer.enable_progress_bar=false",
     "callbacks.model_summary.max_depth=0",
 ]
+# the same without the picture callbacks: what most integration tests need
+TINY_TRAINING = [*TINY_TRAINING_WITH_PICTURES, *NO_PICTURES]

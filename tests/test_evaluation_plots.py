@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY_TRAINING, compose_config, tiny_synthetic_overrides
+from conftest import TINY_TRAINING_WITH_PICTURES, compose_config, tiny_synthetic_overrides
 from PIL import Image
 
 from rsa_lightning.callbacks import EvalPlots
@@ -236,7 +236,11 @@ def test_clip_grid_titles_name_class_and_flip():
 def tiny_run(tmp_path_factory):
     """rsa_tiny, one short epoch on the tiny synthetic data, TensorBoard logger, the default callbacks."""
     tmp = tmp_path_factory.mktemp("plots")
-    overrides = tiny_synthetic_overrides(tmp / "synthetic") + ["model=rsa_tiny", "logger=tensorboard", *TINY_TRAINING]
+    overrides = tiny_synthetic_overrides(tmp / "synthetic") + [
+        "model=rsa_tiny",
+        "logger=tensorboard",
+        *TINY_TRAINING_WITH_PICTURES,
+    ]
     train(compose_config("train", overrides, tmp / "run"))
     return {"tmp": tmp, "run": tmp / "run", "data": tmp / "synthetic", "overrides": overrides}
 

@@ -252,3 +252,41 @@ print(sorted(m for m in sys.modules if m.startswith("rsa_lightning.models.")))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "['rsa_lightning.models.resnet']"
+
+
+@pytest.mark.parametrize("block", ["bottleneck", "basic"])
+def test_checkpoint_mixers_gives_the_same_results_and_keeps_less(block):
+    """Activation checkpointing of the RSA layers: same logits, same gradients for every parameter and the input,
+    fewer bytes kept for backward; in eval (no autograd recording) nothing changes."""
+    from rsa_lightning.layers import RelationalSelfAttention
+    from rsa_lightning.utils.memory import saved_tensor_bytes
+
+    kwargs = dict(TINY, expansion=1, widths=(16, 16)) if block == "basic" else dict(TINY)
+    if block == "basic":
+        kwargs["block"] = BasicBlock
+    rsa = functools.partial(RelationalSelfAttention, num_heads=2, kernel_size=(3, 3, 3))
+    nets = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        nets[recompute] = ResNet(**kwargs, stmixer=rsa, stmixer_positions=[[0], [1]], checkpoint_mixers=recompute)
+        for m in nets[recompute].modules():  # every block contributes
+            for bn in ("bn2", "bn3"):
+                if hasattr(m, bn) and not (block == "bottleneck" and bn == "bn2"):
+                    torch.nn.init.ones_(getattr(m, bn).weight)
+    assert [b.checkpoint_mixer for b in nets[True].blocks()] == [True, False, True]
+    x = torch.randn(2, 3, 4, 32, 32)
+    grads, logits = {}, {}
+    for recompute, net in nets.items():
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)  # same dropout masks
+        logits[recompute] = net(xi)
+        logits[recompute].square().sum().backward()
+        grads[recompute] = [xi.grad] + [p.grad for p in net.parameters()]
+    torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=0)
+    for with_, without in zip(grads[True], grads[False]):
+        torch.testing.assert_close(with_, without, rtol=1e-6, atol=1e-7)
+    saved = {
+        recompute: saved_tensor_bytes(lambda net=net: net(x.clone().requires_grad_()), exclude=net.parameters())
+        for recompute, net in nets.items()
+    }
+    assert saved[True] < saved[False]

@@ -14,6 +14,7 @@ from rsa_lightning.layers import RelationalSelfAttention
 
 TYPES = ("V", "R", "V+R")
 COMBINATIONS = list(itertools.product(TYPES, TYPES))
+IMPLEMENTATIONS = ("fast", "reference")
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -125,12 +126,15 @@ REFERENCE_CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("config", list(REFERENCE_CONFIGS))
 @pytest.mark.parametrize(("kernel_type", "context_type"), COMBINATIONS)
-def test_matches_loop_reference(config: str, kernel_type: str, context_type: str) -> None:
+def test_matches_loop_reference(config: str, kernel_type: str, context_type: str, implementation: str) -> None:
     kwargs, shape = REFERENCE_CONFIGS[config]
     torch.manual_seed(1)
-    layer = RelationalSelfAttention(**kwargs, kernel_type=kernel_type, context_type=context_type)
+    layer = RelationalSelfAttention(
+        **kwargs, kernel_type=kernel_type, context_type=context_type, implementation=implementation
+    )
     randomise(layer)
     x = torch.randn(shape)
     out = layer(x)
@@ -142,10 +146,12 @@ def test_matches_loop_reference(config: str, kernel_type: str, context_type: str
 @pytest.mark.parametrize(
     ("kernel_type", "context_type"), [(k, c) for k, c in COMBINATIONS if k != "V" and c != "V+R"] + [("V", "R")]
 )
-def test_matches_loop_reference_with_explicit_sizes(kernel_type: str, context_type: str) -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_loop_reference_with_explicit_sizes(kernel_type: str, context_type: str, implementation: str) -> None:
     """dk != dv != dd (allowed unless context "V+R" or kernel "V") exercises every size in the equations."""
     latent = 5 if kernel_type != "V" else 3
     layer = RelationalSelfAttention(
+        implementation=implementation,
         in_channels=5,
         out_channels=8,
         num_heads=2,
@@ -177,11 +183,15 @@ def test_output_channels_are_value_major() -> None:
     assert not torch.allclose(out, head_major, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("num_heads", [1, 4])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize(("kernel_type", "context_type"), COMBINATIONS)
-def test_shape_and_gradients(kernel_type: str, context_type: str, stride: int, num_heads: int) -> None:
+def test_shape_and_gradients(
+    kernel_type: str, context_type: str, stride: int, num_heads: int, implementation: str
+) -> None:
     layer = RelationalSelfAttention(
+        implementation=implementation,
         in_channels=6,
         out_channels=8,
         num_heads=num_heads,
@@ -278,6 +288,7 @@ def test_official_parameter_layout(channels: int, shapes: dict[str, tuple[int, .
         (dict(stride=3), "stride"),
         (dict(stride=0), "stride"),
         (dict(latent_channels=0), "latent_channels"),
+        (dict(implementation="official"), "implementation"),
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict, name: str) -> None:

@@ -13,7 +13,13 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_TRAINING, compose_config, tiny_synthetic_overrides, train_tiny_run
+from conftest import (
+    ROOT,
+    TINY_TRAINING_WITH_PICTURES,
+    compose_config,
+    tiny_synthetic_overrides,
+    train_tiny_run,
+)
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -335,7 +341,7 @@ def train_with_logger(tmp: Path, data: Path, logger: str) -> Path:
     run = tmp / "run"
     overrides = tiny_synthetic_overrides(data) + [
         "model=rsa_tiny",
-        *TINY_TRAINING,
+        *TINY_TRAINING_WITH_PICTURES,
         f"logger={logger}",
         "callbacks.kernel_images.every_n_epochs=1",
         "callbacks.kernel_images.num_clips=1",

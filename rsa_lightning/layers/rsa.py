@@ -56,6 +56,14 @@ normalisation epsilon); checked against ``ops/rsa.py`` of the official repositor
 - H2 and G filter every value channel alike, so they run as one single-input convolution with the stacked weights
   [H2; G] (the official layer runs two); the parameters stay separate, under their official names.
 
+Implementations. ``implementation="reference"`` runs :meth:`RelationalSelfAttention.forward_reference`, the
+formulation above, one method per equation. ``implementation="fast"`` (the default) runs
+:func:`rsa_lightning.layers.rsa_fast.rsa_fast`: the same function, the same parameters and state-dict keys, laid out
+positions-first, with the time taps folded into 2-D convolutions, the per-position products' backward written out,
+and the window sums recomputed in backward instead of kept (see that file's header for each choice and its measured
+effect). Outputs agree to 1e-5 and gradients to 1e-4 relative in fp32 (tests/test_rsa_fast.py).
+:meth:`RelationalSelfAttention.effective_kernels` uses the reference methods.
+
 Precision (mixed precision, ``trainer.precision=bf16-mixed`` / ``16-mixed``; the official runs were fp32). Under
 autocast the projection, the window convolutions (H1, [H2; G]) and the einsum products run in fp16/bf16; only the
 three L2 normalisations are computed in fp32 (:func:`l2_normalise`), which the official layer does not do.
@@ -87,10 +95,13 @@ from einops import einsum, rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from rsa_lightning.layers.rsa_fast import rsa_fast
+
 KERNEL_TYPES = ("V", "R", "V+R")
 CONTEXT_TYPES = ("V", "R", "V+R")
 L2_EPS = 1e-6
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+IMPLEMENTATIONS = ("fast", "reference")
 
 
 def l2_normalise(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -128,6 +139,8 @@ class RelationalSelfAttention(nn.Module):
         key_channels: dk; None derives it.
         value_channels: dv; None derives it.
         latent_channels: dd; None derives it.
+        implementation: "fast" (:mod:`rsa_lightning.layers.rsa_fast`) or "reference" (:meth:`forward_reference`);
+            the same function and parameters, different speed and memory (``benchmarks/rsa_layer.py``).
 
     Parameters (only those the kernel/context types use exist): ``projection`` (1x1x1 conv to nh*dk queries, one
     dk-channel key unless kernel "V", one dv-channel value), ``H1`` (kernel "R"/"V+R"), ``P1`` (kernel "V+R"),
@@ -147,8 +160,11 @@ class RelationalSelfAttention(nn.Module):
         key_channels: Optional[int] = None,
         value_channels: Optional[int] = None,
         latent_channels: Optional[int] = None,
+        implementation: str = "fast",
     ) -> None:
         super().__init__()
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         if isinstance(kernel_size, int):
             raise ValueError(f"kernel_size must be a tuple (kt, kh, kw) of odd sizes, got the int {kernel_size}")
         kernel_size = tuple(kernel_size)
@@ -192,6 +208,7 @@ class RelationalSelfAttention(nn.Module):
         self.key_channels = dk
         self.value_channels = dv
         self.latent_channels = dd
+        self.implementation = implementation
         self.window_size = math.prod(kernel_size)
         # Which side of the value mixing gets the kernel first; see "Contraction order" in the module docstring.
         self.mix_after_aggregation = num_heads < dd
@@ -266,7 +283,8 @@ class RelationalSelfAttention(nn.Module):
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, num_heads={self.num_heads}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, kernel_type={self.kernel_type!r}, "
             f"context_type={self.context_type!r}, key_channels={self.key_channels}, "
-            f"value_channels={self.value_channels}, latent_channels={self.latent_channels}"
+            f"value_channels={self.value_channels}, latent_channels={self.latent_channels}, "
+            f"implementation={self.implementation!r}"
         )
 
     # --- equations ------------------------------------------------------------------------------------------------
@@ -332,7 +350,12 @@ class RelationalSelfAttention(nn.Module):
     # --- forward --------------------------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, T, H, W) -> (B, out_channels, T, H / stride, W / stride)."""
+        """(B, in_channels, T, H, W) -> (B, out_channels, T, H / stride, W / stride), by :meth:`forward_fast` or
+        :meth:`forward_reference` (``implementation``); both compute the same function.
+
+        Raises:
+            ValueError: ``x`` not 5-D or with other than ``in_channels`` channels.
+        """
         if x.dim() != 5:
             raise ValueError(f"RelationalSelfAttention expects a 5-D (B, C, T, H, W) input, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
@@ -340,6 +363,12 @@ class RelationalSelfAttention(nn.Module):
                 f"RelationalSelfAttention built with in_channels={self.in_channels} got an input with "
                 f"{x.shape[1]} channels (shape {tuple(x.shape)})"
             )
+        if self.implementation == "fast":
+            return self.forward_fast(x)
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference formulation, one method per equation, channels first (b, channels, t, h, w) throughout."""
         query, key, value = self.project(x)
         kernel = self.kernel(query, key)  # (b, nh, dd, t, h, w)
         context, mixing = self.value_windows(value)  # F (b, dv, dd, t, h, w), A (b, dv, dv_out, t, h, w) or None
@@ -350,6 +379,11 @@ class RelationalSelfAttention(nn.Module):
         else:
             y = self.aggregate(kernel, self.mix_values(context, mixing))
         out = rearrange(y, "b dv nh t h w -> b (dv nh) t h w")  # value-major channels e * nh + h
+        return self.pool(out)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function as :meth:`forward_reference`, laid out for speed and memory (see :mod:`.rsa_fast`)."""
+        out = rsa_fast(self, x)  # (b, dv * nh, t, h, w)
         return self.pool(out)
 
     # --- inspection -----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rsa_lightning.layers.conv import SpatialConv
 
@@ -59,6 +60,15 @@ def make_downsample(in_channels: int, out_channels: int, stride: int) -> Optiona
     )
 
 
+def run_mixer(mixer: nn.Module, x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """``mixer(x)``; with ``recompute`` (and autograd recording) under activation checkpointing: nothing inside the
+    mixer is kept for backward, its forward runs again there (``torch.utils.checkpoint``, non-reentrant). A mixer is
+    deterministic (no dropout, no batch statistics), so the recomputed forward is the same function."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(mixer, x, use_reentrant=False)
+    return mixer(x)
+
+
 class BasicBlock(nn.Module):
     """3x3 (strided) -> mixer (the second 3x3 conv, or an RSA layer), with a residual connection (ResNet-18/34).
 
@@ -76,8 +86,10 @@ class BasicBlock(nn.Module):
         survival: float = 1.0,
         zero_init_residual: bool = True,
         temporal_shift: Optional[ShiftFactory] = None,
+        checkpoint_mixer: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint_mixer = checkpoint_mixer
         if width != out_channels:
             raise ValueError(f"BasicBlock has expansion 1: width {width} must equal out_channels {out_channels}")
         self.shift = temporal_shift(channels=in_channels) if temporal_shift is not None else nn.Identity()
@@ -98,7 +110,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(self.shift(x))))
-        out = self.bn2(self.conv2(out))
+        out = self.bn2(run_mixer(self.conv2, out, self.checkpoint_mixer))
         return self.relu(self.drop_path(out) + identity)
 
 
@@ -116,8 +128,10 @@ class Bottleneck(nn.Module):
         survival: float = 1.0,
         zero_init_residual: bool = True,
         temporal_shift: Optional[ShiftFactory] = None,
+        checkpoint_mixer: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint_mixer = checkpoint_mixer
         self.shift = temporal_shift(channels=in_channels) if temporal_shift is not None else nn.Identity()
         self.conv1 = nn.Conv3d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm3d(width)
@@ -138,7 +152,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(self.shift(x))))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(run_mixer(self.conv2, out, self.checkpoint_mixer)))
         out = self.bn3(self.conv3(out))
         return self.relu(self.drop_path(out) + identity)
 
@@ -172,6 +186,9 @@ class ResNet(nn.Module):
         block: block factory, :class:`Bottleneck` (ResNet-50/101) or :class:`BasicBlock` (ResNet-18/34, expansion 1).
         temporal_shift: factory ``(channels=) -> nn.Module`` applied on the residual branch of every block before
             its first conv, e.g. ``functools.partial(TemporalShift, fold_div=8)`` (TSM); None: no shift.
+        checkpoint_mixers: activation checkpointing of the ``stmixer`` layers (:func:`run_mixer`): in training
+            nothing inside them is kept for backward and their forward runs twice; same results. See the README
+            ("Performance") for the memory it saves and the time it costs.
 
     Raises:
         TypeError: an unknown keyword argument (e.g. a misspelt config key).
@@ -198,6 +215,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = True,
         block: BlockFactory = Bottleneck,
         temporal_shift: Optional[ShiftFactory] = None,
+        checkpoint_mixers: bool = False,
     ) -> None:
         super().__init__()
         if len(block_counts) != len(widths):
@@ -250,6 +268,7 @@ class ResNet(nn.Module):
                         survival=survival,
                         zero_init_residual=zero_init_residual,
                         temporal_shift=temporal_shift,
+                        checkpoint_mixer=checkpoint_mixers and use_st,
                     )
                 )
                 in_channels = width * expansion

@@ -1,0 +1,363 @@
+"""The fast formulation of Relational Self-Attention: the function of ``RelationalSelfAttention.forward_reference``
+(see :mod:`rsa_lightning.layers.rsa` for the paper, the equations and the deviations from the official layer),
+computed in a layout chosen for CPU convolutions and batched matrix products, with less kept for backward.
+
+What changes, and why (measured forward + backward, fp32, one thread, batch 2 x 8 frames at the RSANet-R50 stage
+shapes; ``benchmarks/rsa_layer.py``):
+- Positions first. Every per-position tensor is a row matrix (P, ...) with P = b * t * h * w, i.e. the channels-last
+  layout. The window convolutions then write their outputs where the per-position products read them: R is (P, dk,
+  dd) and [F, A] is (P, dv, dd + dv) without a permute copy, and every product is one ``bmm`` over P small matrices.
+- Time folded into channels. A (kt, kh, kw) window sum over one channel equals a (kh, kw) 2-D convolution over kt
+  time-shifted copies of that channel (channel c * kt + p holds frame t + p - kt // 2, zero outside the clip). The
+  key's H1 sums and the values' [H2; G] sums become grouped 2-D convolutions over (b * t) frames with kt input
+  channels per group, channels-last. oneDNN's backward of the 3-D convolutions with one input channel per group (the
+  reference) is several times slower than their forward; over kt channels, channels-last, it is not.
+- Shared filters as groups. H2 and G filter every value channel alike; the reference runs them as one
+  single-input convolution over b * dv images, here they run as a grouped convolution whose dv groups share the
+  stacked weight [H2; G] (repeated, so the weight gradient is summed over the groups by autograd).
+- P1 and I folded into the products: kappa = q R + q P1 (one matrix product over all positions for q P1) and the
+  value mixing uses A + I (context "V+R") in one ``bmm``.
+- Recomputation. Only the normalised queries, key and values are kept for backward (about (nh + 2) * dv values per
+  position); the window sums R, F, A (dk * dd + dv * (dd + dv) values per position, the bulk of the reference
+  path's saved activations) are recomputed in backward from them (:class:`_RecomputedCore`). This costs one more
+  forward pass of the window convolutions, which are about a fifth of their forward + backward time.
+- Normalisation keeps its output and norm only (:class:`_L2Normalise`), not its input, square and sum.
+
+The results equal the reference path's up to fp32 rounding (other summation orders): outputs within 1e-5 and
+gradients within 1e-4 relative, tested for all 9 kernel x context types (``tests/test_rsa_layer.py``).
+
+Axis names as in :mod:`rsa_lightning.layers.rsa`; P = b * t * h * w positions, row-major over (b, t, h, w).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from rsa_lightning.layers.rsa import RelationalSelfAttention
+
+L2_EPS = 1e-6  # the official normalisation epsilon (also rsa.L2_EPS)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class _L2Normalise(torch.autograd.Function):
+    """x / sqrt(sum(x^2) + 1e-6) over the last dim, keeping only the output y and the norm n for backward:
+    dx = (dy - y * sum(dy * y)) / n. Half-precision inputs are normalised in fp32 (see ``rsa.l2_normalise``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float() if x.dtype in HALF_DTYPES else x
+        norm = torch.sqrt(x32.pow(2).sum(dim=-1, keepdim=True) + L2_EPS)  # (..., 1)
+        y = (x32 / norm).to(x.dtype)
+        ctx.save_for_backward(y, norm)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        y, norm = ctx.saved_tensors
+        y32, g32 = y.to(norm.dtype), grad.to(norm.dtype)
+        return ((g32 - y32 * (g32 * y32).sum(dim=-1, keepdim=True)) / norm).to(grad.dtype)
+
+
+def l2_normalise_rows(x: torch.Tensor) -> torch.Tensor:
+    """L2 normalisation over the last dim (the official epsilon), lean in memory; see :class:`_L2Normalise`."""
+    return _L2Normalise.apply(x)
+
+
+def time_shifted(rows: torch.Tensor, shape: tuple[int, int, int, int], kt: int) -> torch.Tensor:
+    """kt time-shifted copies of every channel, as frames for a 2-D convolution.
+
+    Args:
+        rows: (P, c) per-position channels, P = b * t * h * w row-major.
+        shape: (b, t, h, w).
+        kt: temporal window size (odd).
+
+    Returns:
+        (b * t, c * kt, h, w) in channels-last memory: channel ci * kt + p of frame (b, t) is channel ci of frame
+        t + p - kt // 2 (zero outside the clip), so a (kh, kw) convolution with kt input channels per group is the
+        (kt, kh, kw) window sum.
+    """
+    b, t, h, w = shape
+    c = rows.shape[1]
+    padded = F.pad(rows.reshape(b, t, h * w * c), (0, 0, kt // 2, kt // 2))  # (b, t + kt - 1, h w c)
+    shifted = padded.unfold(1, kt, 1)  # (b, t, h w c, kt): a view
+    frames = shifted.reshape(b * t, h, w, c * kt)  # the one copy
+    return frames.permute(0, 3, 1, 2)  # (b t, c kt, h, w), channels-last strides
+
+
+def window_sums(
+    rows: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int, int], groups: int
+) -> torch.Tensor:
+    """Per-position window sums of a grouped (kt, kh, kw) convolution with one input channel per group.
+
+    Args:
+        rows: (P, groups) input channels per position.
+        weight: (groups * o, 1, kt, kh, kw), the weight of ``nn.Conv3d(groups, groups * o, groups=groups)``.
+        shape: (b, t, h, w).
+        groups: input channels (one per group).
+
+    Returns:
+        (P, groups, o): entry [n, c, j] = sum_m weight[c * o + j, 0, m] rows[n + m, c] (zero padding), equal to the
+        zero-padded ``F.conv3d`` with that weight.
+    """
+    kt, kh, kw = weight.shape[2:]
+    out = F.conv2d(
+        time_shifted(rows, shape, kt),
+        weight.reshape(weight.shape[0], kt, kh, kw),  # (groups o, kt, kh, kw): kt input channels per group
+        padding=(kh // 2, kw // 2),
+        groups=groups,
+    )  # (b t, groups o, h, w), channels-last
+    return out.permute(0, 2, 3, 1).reshape(rows.shape[0], groups, -1)  # (P, groups, o): a view when channels-last
+
+
+def value_windows(value: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Window sums of every value channel with the shared filters [H2; G]: the basic context F and the mixing A.
+
+    Every value channel is filtered alike, so the channels go into the batch: (b * dv * t) frames of kt time-shifted
+    copies of one channel, one (kh, kw) convolution with J = dd (+ dv) outputs (faster than a grouped convolution
+    whose dv groups share the weight, measured at the RSANet-R50 stage shapes).
+
+    Args:
+        value: (P, dv) normalised values.
+        weight: (J, 1, kt, kh, kw), the stacked [H2; G] weights.
+        shape: (b, t, h, w).
+
+    Returns:
+        (P, dv, J): entry [n, c, j] = sum_m weight[j, 0, m] value[n + m, c] (zero padding).
+    """
+    b, t, h, w = shape
+    dv = value.shape[1]
+    kt, kh, kw = weight.shape[2:]
+    per_channel = value.reshape(b, t * h * w, dv).transpose(1, 2).reshape(-1, 1)  # (b dv t h w, 1)
+    frames = time_shifted(per_channel, (b * dv, t, h, w), kt)  # (b dv t, kt, h, w), channels-last
+    out = F.conv2d(frames, weight.reshape(weight.shape[0], kt, kh, kw), padding=(kh // 2, kw // 2))
+    out = out.view(b, dv, t, out.shape[1], h, w)  # channels-last: memory is (b, dv, t, h, w, J)
+    return out.permute(0, 2, 4, 5, 1, 3).reshape(-1, dv, out.shape[3])  # (P, dv, J): the one copy
+
+
+def kernel_and_context(
+    query: torch.Tensor,
+    relations: Optional[torch.Tensor],
+    p1: Optional[torch.Tensor],
+    windows: torch.Tensor,
+    eye: Optional[torch.Tensor],
+    *,
+    latent_channels: int,
+    mix_after_aggregation: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Latent kernel, context and their product at every position (the per-position matrix products).
+
+    Args:
+        query: (P, nh, dk) normalised queries.
+        relations: R (P, dk, dd), None for kernel "V".
+        p1: P1 (dk, dd), None unless kernel "V+R".
+        windows: [F, A] (P, dv, dd [+ dv_out]) from :func:`value_windows`; A only with a relational context.
+        eye: I (dv, dv), None unless context "V+R".
+        latent_channels: dd.
+        mix_after_aggregation: apply the value mixing after the kernel (nh < dd; see rsa.py "Contraction order").
+
+    Returns:
+        y (P, dv_out, nh) with y[n, e, h] = sum_d kappa[n, h, d] F'[n, e, d]; the latent kernel kappa (P, nh, dd);
+        and the unmixed aggregate F kappa^T (P, dv, nh) when the mixing comes after it, else None.
+    """
+    dd = latent_channels
+    kernel = query if relations is None else torch.bmm(query, relations)  # kappa (P, nh, dd)
+    if p1 is not None:
+        kernel = kernel + (query.reshape(-1, query.shape[2]) @ p1).view_as(kernel)  # + q P1
+    context = windows[:, :, :dd]  # F (P, dv, dd)
+    if windows.shape[2] == dd:  # context "V"
+        return torch.bmm(context, kernel.transpose(1, 2)), kernel, None  # (P, dv, nh)
+    mixing = mixing_matrix(windows, eye, dd)  # (P, dv, dv_out)
+    if mix_after_aggregation:
+        aggregate = torch.bmm(context, kernel.transpose(1, 2))  # F kappa^T (P, dv, nh)
+        return torch.bmm(mixing.transpose(1, 2), aggregate), kernel, aggregate  # (P, dv_out, nh)
+    mixed = torch.bmm(mixing.transpose(1, 2), context)  # F' (P, dv_out, dd)
+    return torch.bmm(mixed, kernel.transpose(1, 2)), kernel, None
+
+
+def mixing_matrix(windows: torch.Tensor, eye: Optional[torch.Tensor], dd: int) -> torch.Tensor:
+    """A + I (context "V+R") or A (context "R"), (P, dv, dv_out), from the windows [F, A]."""
+    mixing = windows[:, :, dd:]
+    return mixing + eye if eye is not None else mixing
+
+
+def kernel_and_context_backward(
+    grad: torch.Tensor,
+    query: torch.Tensor,
+    relations: Optional[torch.Tensor],
+    p1: Optional[torch.Tensor],
+    windows: torch.Tensor,
+    eye: Optional[torch.Tensor],
+    kernel: torch.Tensor,
+    aggregate: Optional[torch.Tensor],
+    *,
+    latent_channels: int,
+    mix_after_aggregation: bool,
+) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """Gradients of :func:`kernel_and_context` (same arguments; ``kernel``, ``aggregate`` as it returned them) for
+    the output gradient ``grad`` (P, dv_out, nh): d query, d relations, d P1, d windows, d I (None where unused).
+
+    Each product Z = X Y^T (per position) passes dX = dZ Y and dY = dZ^T X; a matrix used transposed gets the
+    transposed gradient.
+    """
+    dd = latent_channels
+    context = windows[:, :, :dd]
+    grad_mixing = None
+    if windows.shape[2] == dd:  # y = F kappa^T
+        grad_context = torch.bmm(grad, kernel)  # (P, dv, dd)
+        grad_kernel = torch.bmm(grad.transpose(1, 2), context)  # (P, nh, dd)
+    elif mix_after_aggregation:  # y = M^T (F kappa^T)
+        mixing = mixing_matrix(windows, eye, dd)
+        grad_mixing = torch.bmm(aggregate, grad.transpose(1, 2))  # (P, dv, dv_out)
+        grad_aggregate = torch.bmm(mixing, grad)  # (P, dv, nh)
+        grad_context = torch.bmm(grad_aggregate, kernel)
+        grad_kernel = torch.bmm(grad_aggregate.transpose(1, 2), context)
+    else:  # y = (M^T F) kappa^T
+        mixing = mixing_matrix(windows, eye, dd)
+        mixed = torch.bmm(mixing.transpose(1, 2), context)  # F' (P, dv_out, dd), recomputed
+        grad_mixed = torch.bmm(grad, kernel)  # (P, dv_out, dd)
+        grad_kernel = torch.bmm(grad.transpose(1, 2), mixed)
+        grad_mixing = torch.bmm(context, grad_mixed.transpose(1, 2))  # (P, dv, dv_out)
+        grad_context = torch.bmm(mixing, grad_mixed)
+    grad_windows = grad_context if grad_mixing is None else torch.cat([grad_context, grad_mixing], dim=2)
+    grad_eye = grad_mixing.sum(0) if eye is not None else None
+
+    grad_query = grad_kernel if relations is None else torch.bmm(grad_kernel, relations.transpose(1, 2))
+    grad_relations = None if relations is None else torch.bmm(query.transpose(1, 2), grad_kernel)  # (P, dk, dd)
+    grad_p1 = None
+    if p1 is not None:
+        flat_query, flat_grad = query.reshape(-1, query.shape[2]), grad_kernel.reshape(-1, dd)  # (P nh, dk), (P nh, dd)
+        grad_query = grad_query + (flat_grad @ p1.t()).view_as(grad_query)
+        grad_p1 = flat_query.t() @ flat_grad  # (dk, dd)
+    return grad_query, grad_relations, grad_p1, grad_windows, grad_eye
+
+
+class _RecomputedWindows(torch.autograd.Function):
+    """Kernel and context from the normalised queries, (key or relations) and values, keeping for backward only
+    small tensors: the window sums [F, A] (and R unless given as an input) are recomputed in backward.
+
+    Inputs (see :func:`kernel_and_context`): query, relations R or None (computed outside, kept), key or None (R
+    computed here from it and the H1 weight, recomputed in backward), value, H1 weight or None, P1 or None, [H2; G]
+    weight, I or None. Output y (P, dv_out, nh). Autocast is restored in backward (``custom_bwd``).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, options: dict, query, relations, key, value, h1, p1, h2g, eye) -> torch.Tensor:
+        shape = options["shape"]
+        if key is not None:
+            relations_here = window_sums(key, h1, shape, groups=key.shape[1])  # R (P, dk, dd)
+        windows = value_windows(value, h2g, shape)  # (P, dv, J)
+        y, kernel, aggregate = kernel_and_context(
+            query,
+            relations if key is None else relations_here,
+            p1,
+            windows,
+            eye,
+            latent_channels=options["latent_channels"],
+            mix_after_aggregation=options["mix_after_aggregation"],
+        )
+        ctx.options = options
+        ctx.save_for_backward(query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate)
+        return y
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate = ctx.saved_tensors
+        options = ctx.options
+        shape = options["shape"]
+        with torch.enable_grad():  # the two window convolutions again, this time for their backward
+            value_ = value.detach().requires_grad_()
+            h2g_ = h2g.detach().requires_grad_()
+            windows = value_windows(value_, h2g_, shape)
+            if key is not None:
+                key_ = key.detach().requires_grad_()
+                h1_ = h1.detach().requires_grad_()
+                relations_here = window_sums(key_, h1_, shape, groups=key.shape[1])
+        grad_query, grad_relations, grad_p1, grad_windows, grad_eye = kernel_and_context_backward(
+            grad.contiguous(),
+            query,
+            relations if key is None else relations_here.detach(),
+            p1,
+            windows.detach(),
+            eye,
+            kernel,
+            aggregate,
+            latent_channels=options["latent_channels"],
+            mix_after_aggregation=options["mix_after_aggregation"],
+        )
+        outputs, inputs, grads = [windows], [value_, h2g_], [grad_windows]
+        if key is not None:
+            outputs.append(relations_here)
+            inputs += [key_, h1_]
+            grads.append(grad_relations)
+        found = torch.autograd.grad(outputs, inputs, grads)
+        grad_value, grad_h2g = found[:2]
+        grad_key, grad_h1 = found[2:] if key is not None else (None, None)
+        return (
+            None,
+            grad_query,
+            grad_relations if key is None else None,
+            grad_key,
+            grad_value,
+            grad_h1,
+            grad_p1,
+            grad_h2g,
+            grad_eye,
+        )
+
+
+def rsa_fast(layer: RelationalSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output before stride pooling, (B, in_channels, T, H, W) -> (B, dv * nh, T, H, W).
+
+    Same parameters, same function as ``layer.forward_reference`` (before its pooling). The output is in x's memory
+    format (contiguous, or channels-last 3-D).
+    """
+    b, _, t, h, w = x.shape
+    nh, dk, dv, dd = layer.num_heads, layer.key_channels, layer.value_channels, layer.latent_channels
+    has_key = layer.kernel_type != "V"
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+
+    rows = x.permute(0, 2, 3, 4, 1).reshape(b * t * h * w, x.shape[1])  # (P, C): a view if x is channels-last
+    projected = F.linear(rows, layer.projection.weight.flatten(1))  # (P, nh dk + [dk] + dv)
+    if dk == dv:  # one normalisation over nh + 2 (or nh + 1) groups of dk channels: one backward, no zero-filling
+        groups = l2_normalise_rows(projected.view(projected.shape[0], -1, dk))  # (P, nh + [1] + 1, dk)
+        query, value = groups[:, :nh], groups[:, -1]  # (P, nh, dk), (P, dv)
+        key = groups[:, nh] if has_key else None  # (P, dk)
+    else:
+        query = l2_normalise_rows(projected[:, : nh * dk].view(-1, nh, dk))  # (P, nh, dk)
+        key = l2_normalise_rows(projected[:, nh * dk : nh * dk + dk]) if has_key else None  # (P, dk)
+        value = l2_normalise_rows(projected[:, projected.shape[1] - dv :])  # (P, dv)
+
+    h2g = layer.H2.weight if layer.context_type == "V" else torch.cat([layer.H2.weight, layer.G.weight])
+    h1 = layer.H1.weight if has_key else None
+    keep_relations = has_key and keep_relations_for_backward(dk, dd)
+    relations = window_sums(key, h1, (b, t, h, w), groups=dk) if keep_relations else None  # R (P, dk, dd)
+    options = dict(shape=(b, t, h, w), latent_channels=dd, mix_after_aggregation=layer.mix_after_aggregation)
+    y = _RecomputedWindows.apply(
+        options,
+        query,
+        relations,
+        None if keep_relations else key,
+        value,
+        None if keep_relations else h1,
+        layer.P1[0] if layer.kernel_type == "V+R" else None,
+        h2g,
+        layer.I[0] if layer.context_type == "V+R" else None,
+    )  # (P, dv, nh)
+    out = y.reshape(b, t, h, w, dv * nh).permute(0, 4, 1, 2, 3)  # value-major channels e * nh + h, channels-last
+    return out if channels_last else out.contiguous()
+
+
+def keep_relations_for_backward(dk: int, dd: int) -> bool:
+    """Whether R (dk x dd per position) is kept for backward (True) or recomputed there with [F, A] (False).
+
+    Keeping R saves one H1 convolution in backward; recomputing it keeps the saved activations at most half of the
+    reference path's for small dk * dd, where R is as large as the rest of what is kept (measured with
+    ``benchmarks/rsa_layer.py``: at dk = dd = 8 keeping R saves 0.47x of the reference's bytes instead of 0.32x).
+    """
+    return dk * dd >= 1024
