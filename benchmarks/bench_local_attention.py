@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_rsa_layer import time_forward_backward  # same timing loop as the RSA benchmark (benchmarks/ is on sys.path)
+from rsa_layer import time_forward_backward  # same timing loop as the RSA benchmark (benchmarks/ is on sys.path)
 
 from rsa_lightning.layers import LocalSelfAttention, RelationalSelfAttention
 

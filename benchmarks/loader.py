@@ -10,12 +10,17 @@ each set, in one run, it times (clips per second, one pass over every clip, best
 * bare decord: ``VideoReader(path).get_batch(indices)``, one process; the reference (ratio 1.00);
 * bare decord in ``--workers`` processes (the parallel ceiling for the loader);
 * each backend alone, one process: DecordBackend (seek_mode auto / seek), PyAVBackend, FrameFolderBackend;
-* VideoDataset + a train-like transform (resize short side 256, random 224 crop, flip), in process;
+* VideoDataset + the official recipe's :class:`TrainTransform` (every frame resized to 240 x 320, TSN multi-scale
+  crop resized to 224, flip; the ``conf/data/_video_defaults.yaml`` settings), in process;
 * the same in a DataLoader with ``--workers`` workers (persistent workers, epochs after the first; the first,
-  with start-up, separately), and without the transform.
+  with start-up, separately), and without the transform;
+* once, on one decoded clip: the frame resize of the transforms (uint8 kernel, ``transforms._interpolate``) against
+  the earlier float path (uint8 -> float32, interpolate, round back), in ms per clip.
 
-All paths decode the same frames (segment centres of 8 segments). Numbers depend on the machine and its load:
-read the ratios, not the absolute values.
+All paths decode the same frames (segment centres of 8 segments). The acceptance of issue 14 is the last line of each
+set, ``loader / bare decord in N processes`` (the loader alone, no transform, against bare decoding of the same
+indices in as many processes: >= 0.9); ``with TrainTransform`` adds the transform's cost. Numbers depend on the
+machine and its load: read the ratios, not the absolute values.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
 from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
 from rsa_lightning.data.sampling import segment_centre_indices
+from rsa_lightning.data.transforms import TrainTransform, resize_frames
 from rsa_lightning.tools.extract_frames import ExtractOptions, extract_frames
 
 NUM_SEGMENTS = 8
@@ -99,20 +105,29 @@ def centre_sampler(n: int, rng=None, view: int = 0, num_views: int = 1) -> np.nd
     return segment_centre_indices(n, NUM_SEGMENTS)
 
 
-class TrainLikeTransform:
-    """Stand-in for the training transform: resize the short side to 256, random 224 x 224 crop, random flip."""
+def official_train_transform() -> TrainTransform:
+    """The training transform of the real-dataset configs (``conf/data/_video_defaults.yaml``), flipping any clip."""
+    return TrainTransform(
+        resize=[240, 320], crop_size=224, scales=[1.0, 0.875, 0.75, 0.66], max_distort=1, flip="always"
+    )
 
-    def __call__(self, video: torch.Tensor, *, label: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        c, t, h, w = video.shape
-        scale = 256 / min(h, w)
-        frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
-        frames = F.interpolate(frames, size=(round(h * scale), round(w * scale)), mode="bilinear", align_corners=False)
-        top = int(torch.randint(0, frames.shape[2] - 224 + 1, (1,), generator=generator))
-        left = int(torch.randint(0, frames.shape[3] - 224 + 1, (1,), generator=generator))
-        frames = frames[:, :, top : top + 224, left : left + 224]
-        if torch.rand(1, generator=generator) < 0.5:
-            frames = frames.flip(-1)
-        return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3), label
+
+def float_resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The earlier resize path of the transforms: uint8 (C, T, H, W) -> float32, bilinear (antialiased), rounded."""
+    frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
+    frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+def resize_ms(clip: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of resizing ``clip`` (uint8 (C, T, H, W)) to 240 x 320 by both paths, interleaved."""
+    times: dict[str, list[float]] = {"uint8 kernel": [], "float path": []}
+    for _ in range(max(5, 5 * repeats)):
+        for name, fn in (("uint8 kernel", resize_frames), ("float path", float_resize)):
+            start = time.perf_counter()
+            fn(clip, (240, 320))
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def bare_decord(path: Path) -> int:
@@ -155,13 +170,13 @@ def measure(name: str, sets: dict, records: dict, args: argparse.Namespace) -> d
         records=records[name],
         backend=DecordBackend(),
         sampler=centre_sampler,
-        transform=TrainLikeTransform(),
+        transform=official_train_transform(),
         training=True,
     )
-    rates["VideoDataset + transform, in process"] = best_rate(
+    rates["VideoDataset + TrainTransform, in process"] = best_rate(
         lambda: [dataset[i] for i in range(len(dataset))], n, args.repeats
     )
-    for label, transform in (("", TrainLikeTransform()), (", no transform", None)):
+    for label, transform in ((", with TrainTransform", official_train_transform()), ("", None)):
         dataset.transform = transform
         loader = DataLoader(
             dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
@@ -201,9 +216,18 @@ def main() -> None:
             print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
             for label, rate in rates.items():
                 print(f"  {label:45s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
-            loader_rate = rates[f"DataLoader, {args.workers} workers"]
             parallel = rates[f"bare decord, {args.workers} processes"]
+            with_transform = rates[f"DataLoader, {args.workers} workers, with TrainTransform"]
+            ratio = with_transform / parallel
+            print(f"  loader with TrainTransform / bare decord in {args.workers} processes: {ratio:.2f}")
+            loader_rate = rates[f"DataLoader, {args.workers} workers"]
             print(f"  loader / bare decord in {args.workers} processes: {loader_rate / parallel:.2f}")
+        clip = torch.from_numpy(DecordBackend().read(records["webm"][0], centre_sampler)[0]).permute(3, 0, 1, 2)
+        times = resize_ms(clip, args.repeats)
+        print(f"\nresize of one decoded clip {tuple(clip.shape)} to 240 x 320, ms (median)")
+        for name, ms in times.items():
+            print(f"  {name:45s} {ms:7.2f} ms")
+        print(f"  float path / uint8 kernel: {times['float path'] / times['uint8 kernel']:.2f}")
 
 
 if __name__ == "__main__":

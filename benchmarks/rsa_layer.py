@@ -51,6 +51,18 @@ def build_layers(channels: int) -> dict[str, nn.Module]:
     }
 
 
+def time_forward_backward(layer: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of one forward + backward pass with a dense random gradient (after one warm-up pass)."""
+    grad = torch.randn_like(layer(x))
+    times = []
+    for step in range(repeats + 1):
+        layer.zero_grad(set_to_none=True)
+        elapsed = timed(lambda: layer(x).backward(grad))
+        if step:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()

@@ -344,3 +344,38 @@ def test_skipped_samples_monitor_counts_per_epoch_and_stops_past_the_ceiling(cap
     assert "vid3, vid40, vid70" in str(err.value) and "100 videos" in str(err.value)
     with pytest.raises(ValueError, match="max_skipped_fraction"):
         SkippedSamplesMonitor(max_skipped_fraction=1.5)
+
+
+class _OnDevice:
+    """The part of a Trainer the DataModule reads to choose pinned memory: ``strategy.root_device``."""
+
+    def __init__(self, device: str):
+        self.strategy = type("Strategy", (), {"root_device": torch.device(device)})()
+
+
+def test_pinned_memory_follows_the_trainers_device_unless_set(brightness_dataset):
+    dm = _datamodule(brightness_dataset)
+    dm.setup("fit")
+    assert dm.uses_pinned_memory() is False and dm.val_dataloader().pin_memory is False  # no trainer
+    dm.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    assert dm.uses_pinned_memory() is False and dm.train_dataloader().pin_memory is False
+    dm.trainer = _OnDevice("cuda:1")  # a GPU trainer's strategy (the loader is built, not iterated: no GPU needed)
+    assert dm.uses_pinned_memory() is True and dm.val_dataloader().pin_memory is True
+    forced = _datamodule(brightness_dataset, pin_memory=False)
+    forced.trainer = _OnDevice("cuda:0")
+    assert forced.uses_pinned_memory() is False
+    assert _datamodule(brightness_dataset, pin_memory=True).uses_pinned_memory() is True
+
+
+def test_workers_decode_into_uint8_and_persist(brightness_dataset):
+    """Decoding, sampling and transforms run in the workers and hand over uint8 clips (normalised only after the
+    transfer); the workers stay up between epochs."""
+    dm = _datamodule(brightness_dataset, num_workers=1)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers is True and dm.val_dataloader().persistent_workers is True
+    first = next(iter(loader))
+    assert first["video"].dtype == torch.uint8 and first["video"].shape == (4, 3, 4, 24, 24)
+    workers = loader._iterator._workers  # the same worker processes serve the next epoch
+    assert next(iter(loader))["video"].dtype == torch.uint8 and loader._iterator._workers is workers
+    assert _datamodule(brightness_dataset).val_dataloader().persistent_workers is False  # no workers: nothing kept

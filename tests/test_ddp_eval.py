@@ -18,7 +18,7 @@ import sys
 
 import hydra
 import torch
-from conftest import ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.data.exclusions import write_exclusions
 from rsa_lightning.evaluate import evaluate
@@ -43,6 +43,7 @@ def test_ddp_eval_equals_single_process_eval(tmp_path):
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
         "callbacks.model_summary.max_depth=0",
+        *NO_PICTURES,
     ]
     cfg = compose_config("train", train_overrides, tmp_path / "run")
     train(cfg)

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.callbacks import SameRunDirOnAllRanks
 from rsa_lightning.utils.config import (
@@ -38,6 +38,7 @@ TINY_RUN = [
     "trainer.num_sanity_val_steps=0",
     "trainer.enable_progress_bar=false",
     "callbacks.model_summary.max_depth=0",
+    *NO_PICTURES,
 ]
 LAUNCHER_ENV = ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "PL_GLOBAL_SEED", RUN_NAME_ENV, *RANK_ENV)
 

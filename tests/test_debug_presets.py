@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.train import train
 
 PRESETS = ("default", "fast_dev_run", "overfit", "limit", "profiler", "anomaly")
-CPU = ["trainer.accelerator=cpu", "callbacks.model_summary.max_depth=0"]
+CPU = ["trainer.accelerator=cpu", "callbacks.model_summary.max_depth=0", *NO_PICTURES]
 RECORDER = "+callbacks.recorder._target_=test_debug_presets.Recorder"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
 
 import rsa_lightning
 from rsa_lightning.data.exclusions import write_exclusions
@@ -35,6 +35,7 @@ TINY_TRAINING = [
     "trainer.enable_progress_bar=false",
     "trainer.num_sanity_val_steps=0",
     "callbacks.model_summary.max_depth=0",
+    *NO_PICTURES,
 ]
 
 

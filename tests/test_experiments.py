@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import NO_PICTURES, ROOT, compose_config
 from test_datasets import HEIGHT, WIDTH, miniature  # noqa: F401  (miniature is a fixture)
 
 from rsa_lightning.models import ResNet
@@ -66,6 +66,7 @@ def test_experiment_runs_a_step(name, miniature, data_dir, tmp_path):  # noqa: F
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
         "callbacks.model_summary.max_depth=0",
+        *NO_PICTURES,
     ]
     cfg = compose_config("train", overrides, tmp_path / "run")
     assert cfg.data.num_frames == frames and cfg.trainer.max_epochs == 80
@@ -86,6 +87,7 @@ def test_rsanet_ssv2_16f_full_size_step(miniature, data_dir, tmp_path):  # noqa:
         "trainer.fast_dev_run=true",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
+        *NO_PICTURES,
     ]
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))

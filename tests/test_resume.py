@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, tiny_synthetic_overrides
 
 from rsa_lightning.callbacks.epoch_summary import CLIPS_PER_S, EPOCH_TIME_S
 from rsa_lightning.resume import find_run_dir, refused_overrides, resume_config
@@ -65,6 +65,7 @@ def run_overrides(tmp_path: Path, run_dir: Path, marker: Path, kill_at: int = KI
         "trainer.accelerator=cpu",
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false",
+        *NO_PICTURES,
         "trainer.log_every_n_steps=1",
         "callbacks.model_summary.max_depth=0",
         "callbacks.last_checkpoint.every_n_train_steps=3",

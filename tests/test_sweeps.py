@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, tiny_synthetic_overrides
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -257,6 +257,7 @@ def test_grid_sweep_reports_itself_with_one_wandb_run_per_job(tmp_path):
         "debug=fast_dev_run",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
+        *NO_PICTURES,
         f"hydra.sweep.dir={sweep}",
     ]
     proc = subprocess.run(

@@ -11,7 +11,7 @@ import hydra
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.evaluate import evaluate
 from rsa_lightning.train import train
@@ -26,6 +26,7 @@ def trained_run(tmp_path_factory):
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=3",
         "trainer.accelerator=cpu",
+        *NO_PICTURES,
         "trainer.log_every_n_steps=1",
         "callbacks.model_summary.max_depth=0",
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rsa_lightning.data.augment import RandAugment
 from rsa_lightning.data.transforms import (
@@ -18,6 +19,7 @@ from rsa_lightning.data.transforms import (
     center_crop,
     mirror_pairs,
     normalize,
+    resize_frames,
     resize_short_side,
 )
 
@@ -276,3 +278,37 @@ def test_kept_helpers_still_work():
     mean, std = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.25, 0.25])
     out = normalize(clip[None], mean, std)
     assert torch.allclose(out, (clip[None].float() / 255 - 0.5) / 0.25)
+
+
+def float_resize(video: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """The earlier resize path, kept as the reference: float32 bilinear interpolation, rounded back to uint8."""
+    frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W)
+    frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return frames.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "height, width, size",
+    [(60, 107, (60, 80)), (60, 60, (56, 56)), (16, 24, (28, 42)), (25, 33, (56, 56)), (8, 200, (8, 20))],
+)
+def test_uint8_resize_is_within_one_level_of_the_float_path(height, width, size):
+    noise = torch.randint(0, 256, (3, 5, height, width), dtype=torch.uint8, generator=seeded(height + width))
+    ramp = torch.linspace(0, 255, width).round().to(torch.uint8).expand(3, 5, height, width)
+    for clip in (noise, ramp.contiguous()):
+        antialias = size[0] < height or size[1] < width
+        out = resize_frames(clip, size)
+        assert out.dtype == torch.uint8 and out.shape == (3, 5, *size)
+        difference = (out.int() - float_resize(clip, size, antialias).int()).abs()
+        assert difference.max() <= 1  # the rounding of the fixed-point weights, nothing more
+        assert difference.float().mean() < 0.3
+    # frames are resized independently: a clip gives the frames of its frames resized alone (no mixing across time)
+    assert torch.equal(resize_frames(noise, size)[:, 2:3], resize_frames(noise[:, 2:3].contiguous(), size))
+
+
+def test_resize_chunks_change_no_pixel(monkeypatch):
+    import rsa_lightning.data.transforms as transforms
+
+    clip = torch.randint(0, 256, (3, 7, 30, 40), dtype=torch.uint8, generator=seeded(1))
+    whole = resize_frames(clip, (20, 26))
+    monkeypatch.setattr(transforms, "_RESIZE_CHUNK_VALUES", 3 * 30 * 40 * 2)  # two frames per chunk
+    assert torch.equal(resize_frames(clip, (20, 26)), whole)

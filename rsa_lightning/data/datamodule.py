@@ -98,6 +98,8 @@ class VideoDataModule(pl.LightningDataModule):
         exclusions_file: videos to leave out (written by ``rsa_lightning.tools.scan_videos``); relative to ``root``;
             used when the file exists.
         decode_timeout: seconds a single decode may take before the video is skipped (None: no limit).
+        pin_memory: the loaders copy batches into page-locked memory (faster, asynchronous host-to-GPU copies);
+            None: when the trainer runs on a CUDA device (:meth:`uses_pinned_memory`), never on the CPU.
         predict_split: the split ``predict_dataloader`` serves (eval.py sets it).
         monitor: the dataset's checkpoint monitor, the validation metric the best checkpoint and sweeps maximise:
             ``val/acc1`` (top-1), ``val/acc5`` or ``val/mean_class_acc`` (FineGym's published metric); read by
@@ -133,7 +135,7 @@ class VideoDataModule(pl.LightningDataModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         exclusions_file: Optional[str] = "exclusions.txt",
         decode_timeout: Optional[float] = None,
-        pin_memory: bool = False,
+        pin_memory: Optional[bool] = None,
         predict_split: str = "test",
         monitor: str = "val/acc1",
         multi_view_val: bool = False,
@@ -298,13 +300,21 @@ class VideoDataModule(pl.LightningDataModule):
             )
         return self.datasets[split]
 
+    def uses_pinned_memory(self) -> bool:
+        """``pin_memory`` if set, else whether the attached trainer's device is a CUDA GPU (False without a trainer:
+        pinning helps only the copy to a GPU, and costs a copy of every batch)."""
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def _loader_options(self) -> dict[str, Any]:
         # worker_init_fn: workers outlive a stop signal sent to the whole job, so StopOnSignal can save and stop
         # generator: creating a loader's iterator draws its workers' base seed from this generator, not from
         # torch's global RNG (dropout, mixup), so validation does not shift the training run's random stream
         return {
             "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
+            "pin_memory": self.uses_pinned_memory(),
             "persistent_workers": self.num_workers > 0,
             "worker_init_fn": init_worker if self.num_workers > 0 else None,
             "generator": torch.Generator().manual_seed(0 if self.seed is None else self.seed),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_TRAINING, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, TINY_TRAINING, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning import errors
 from rsa_lightning.callbacks import (
@@ -70,6 +70,7 @@ def run_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false",
         "callbacks.model_summary.max_depth=0",
+        *NO_PICTURES,
         *extra,
     ]
 

@@ -1,0 +1,54 @@
+"""Smoke tests of the benchmark scripts: they start, and a tiny run prints its ratio lines (no timing is asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_STEP = ROOT / "benchmarks" / "train_step.py"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TRAIN_STEP), *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_train_step_help_names_its_options(tmp_path):
+    result = run("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--models", "--repeats", "--steps", "--cache", "--workers"):
+        assert option in result.stdout
+    assert "with loader / model only" in result.stdout  # how to read the ratios
+
+
+def test_train_step_rejects_a_zero_repeat_count(tmp_path):
+    result = run("--repeats", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "--repeats" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_step_tiny_run_prints_the_ratios(tmp_path):
+    cache = tmp_path / "cache"
+    args = ("--models", "rsa_tiny", "--repeats", "1", "--steps", "1", "--per-class", "2", "--cache", str(cache))
+    result = run(*args, "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "clips: 8 x 56 x 56 (3 channels, uint8), batch 16, 1 workers" in out
+    ratios = dict(re.findall(r"ratio rsa_tiny ([^=]+) = (\d+\.\d\d)", out))
+    assert set(ratios) == {
+        "fast: with loader / model only",
+        "reference: with loader / model only",
+        "model only: fast / reference",
+        "with loader: fast / reference",
+        "loader alone / fast model only",
+    }
+    assert all(float(value) > 0 for value in ratios.values())
+    for case in ("fast, model only", "reference, with loader", "loader alone"):
+        assert re.search(rf"{case}\s+\d+\.\d\d", out), case
+    assert (cache / "synthetic_64px_2" / "annotations" / "train.txt").is_file()  # the generated set is kept
