@@ -1,30 +1,35 @@
 """The fast formulation of Relational Self-Attention: the function of ``RelationalSelfAttention.forward_reference``
 (see :mod:`rsa_lightning.layers.rsa` for the paper, the equations and the deviations from the official layer),
-computed in a layout chosen for CPU convolutions and batched matrix products, with less kept for backward.
+computed in a layout chosen for CPU convolutions and small matrix products, with less kept for backward.
 
-What changes, and why (measured forward + backward, fp32, one thread, batch 2 x 8 frames at the RSANet-R50 stage
-shapes; ``benchmarks/rsa_layer.py``):
-- Positions first. Every per-position tensor is a row matrix (P, ...) with P = b * t * h * w, i.e. the channels-last
-  layout. The window convolutions then write their outputs where the per-position products read them: R is (P, dk,
-  dd) and [F, A] is (P, dv, dd + dv) without a permute copy, and every product is one ``bmm`` over P small matrices.
+What changes, and why (forward + backward, fp32, one thread, batch 2 x 8 frames at the RSANet-R50 stage shapes;
+``benchmarks/rsa_layer.py``, figures in ``benchmarks/README.md``):
+- Positions first. Every per-position tensor is a row matrix (P, ...), P = b * t * h * w (the channels-last layout):
+  the projection is one matrix product, R comes out of its convolution as (P, dk, dd) without a copy, and every
+  product of the layer is one batched product over P small matrices (:func:`position_matmul`).
 - Time folded into channels. A (kt, kh, kw) window sum over one channel equals a (kh, kw) 2-D convolution over kt
-  time-shifted copies of that channel (channel c * kt + p holds frame t + p - kt // 2, zero outside the clip). The
-  key's H1 sums and the values' [H2; G] sums become grouped 2-D convolutions over (b * t) frames with kt input
-  channels per group, channels-last. oneDNN's backward of the 3-D convolutions with one input channel per group (the
-  reference) is several times slower than their forward; over kt channels, channels-last, it is not.
-- Shared filters as groups. H2 and G filter every value channel alike; the reference runs them as one
-  single-input convolution over b * dv images, here they run as a grouped convolution whose dv groups share the
-  stacked weight [H2; G] (repeated, so the weight gradient is summed over the groups by autograd).
-- P1 and I folded into the products: kappa = q R + q P1 (one matrix product over all positions for q P1) and the
-  value mixing uses A + I (context "V+R") in one ``bmm``.
-- Recomputation. Only the normalised queries, key and values are kept for backward (about (nh + 2) * dv values per
-  position); the window sums R, F, A (dk * dd + dv * (dd + dv) values per position, the bulk of the reference
-  path's saved activations) are recomputed in backward from them (:class:`_RecomputedCore`). This costs one more
-  forward pass of the window convolutions, which are about a fifth of their forward + backward time.
-- Normalisation keeps its output and norm only (:class:`_L2Normalise`), not its input, square and sum.
+  time-shifted copies of it (:func:`time_shifted`: channel c * kt + p holds frame t + p - kt // 2, zero outside the
+  clip). oneDNN's backward of the reference's 3-D convolutions with one input channel (per group) is 3-10x their
+  forward; over kt input channels, channels-last, it is 2-4x. The key's H1 sums are a grouped 2-D convolution over
+  the (b * t) frames (:func:`window_sums`); the values' [H2; G] sums, whose filters are shared by every value
+  channel, a 2-D convolution over (b * dv * t) one-channel frames (:func:`value_windows`).
+- Small products element-wise. ``bmm`` pays a fixed cost per matrix; when the matrices are tiny (rsa_tiny's dk = dv =
+  2 or 4) :func:`position_matmul` sums k element-wise products over all positions at once instead.
+- P1 and I folded in: kappa = q (R + P1) (the official form) and the value mixing uses A + I, one product each.
+- The products' backward written out (:func:`kernel_and_context_backward`): the per-position gradients are the
+  transposed products (dX = dZ Y, dY = dZ^T X), no autograd graph of the products is kept.
+- Recomputation. Kept for backward: the normalised queries, key and values, the latent kernel and (when the mixing
+  comes last) F kappa^T, about (3 nh + 2) * dv values per position. The window sums [F, A] (dv * (dd + dv) values)
+  are recomputed in backward, and R (dk * dd) too where it is small (:func:`keep_relations_for_backward`); the
+  reference path keeps all of them, which is most of its saved activations. Cost: one more forward pass of those
+  convolutions, about a quarter of their forward + backward time.
+- Normalisation keeps its output and norm only (:class:`_L2Normalise`), not its input, square and sum, and normalises
+  the queries, key and values of a position in one call when dk = dv (one backward, no zero-filled gradient slices).
 
 The results equal the reference path's up to fp32 rounding (other summation orders): outputs within 1e-5 and
-gradients within 1e-4 relative, tested for all 9 kernel x context types (``tests/test_rsa_layer.py``).
+gradients within 1e-4 relative, for all 9 kernel x context types (``tests/test_rsa_fast.py``), and both paths match
+the float64 loop written from the equations (``tests/test_rsa_layer.py``). Under autocast the convolutions and
+``bmm`` run in the autocast dtype as in the reference path; the normalisation is computed in fp32 in both.
 
 Axis names as in :mod:`rsa_lightning.layers.rsa`; P = b * t * h * w positions, row-major over (b, t, h, w).
 """
@@ -88,6 +93,9 @@ def time_shifted(rows: torch.Tensor, shape: tuple[int, int, int, int], kt: int) 
     return frames.permute(0, 3, 1, 2)  # (b t, c kt, h, w), channels-last strides
 
 
+WIDE_GROUPS = 32  # window_sums: from this many groups on, the 3-D grouped convolution is the faster form
+
+
 def window_sums(
     rows: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int, int], groups: int
 ) -> torch.Tensor:
@@ -102,8 +110,18 @@ def window_sums(
     Returns:
         (P, groups, o): entry [n, c, j] = sum_m weight[c * o + j, 0, m] rows[n + m, c] (zero padding), equal to the
         zero-padded ``F.conv3d`` with that weight.
+
+    Below ``WIDE_GROUPS`` groups this is a time-folded grouped 2-D convolution (:func:`time_shifted`), channels-last,
+    whose output is already (P, groups, o); from there on the 3-D grouped convolution itself, whose forward + backward
+    is then faster (165 vs 189 ms at 32 groups, 155 vs 186 ms at 64, against 238 vs 146 ms at 16: RSANet-R50 stage
+    shapes, one thread).
     """
     kt, kh, kw = weight.shape[2:]
+    if groups >= WIDE_GROUPS:  # the 3-D grouped convolution, on (b, groups, t, h, w) clips
+        b, t, h, w = shape
+        clips = rows.reshape(b, t, h, w, groups).permute(0, 4, 1, 2, 3)  # (b, groups, t, h, w), a strided view
+        out = F.conv3d(clips.contiguous(), weight, padding=(kt // 2, kh // 2, kw // 2), groups=groups)
+        return out.permute(0, 2, 3, 4, 1).reshape(rows.shape[0], groups, -1)  # (P, groups, o)
     out = F.conv2d(
         time_shifted(rows, shape, kt),
         weight.reshape(weight.shape[0], kt, kh, kw),  # (groups o, kt, kh, kw): kt input channels per group
@@ -116,9 +134,9 @@ def window_sums(
 def value_windows(value: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
     """Window sums of every value channel with the shared filters [H2; G]: the basic context F and the mixing A.
 
-    Every value channel is filtered alike, so the channels go into the batch: (b * dv * t) frames of kt time-shifted
-    copies of one channel, one (kh, kw) convolution with J = dd (+ dv) outputs (faster than a grouped convolution
-    whose dv groups share the weight, measured at the RSANet-R50 stage shapes).
+    Forward only (inside :class:`_RecomputedWindows`; the gradients come from :func:`value_windows_backward`). Every
+    value channel is filtered alike, so the channels go into the batch: one 3-D convolution over b * dv one-channel
+    clips with J = dd (+ dv) outputs, oneDNN's fastest forward here (1.5-2x the time-folded form below).
 
     Args:
         value: (P, dv) normalised values.
@@ -129,13 +147,48 @@ def value_windows(value: torch.Tensor, weight: torch.Tensor, shape: tuple[int, i
         (P, dv, J): entry [n, c, j] = sum_m weight[j, 0, m] value[n + m, c] (zero padding).
     """
     b, t, h, w = shape
-    dv = value.shape[1]
+    dv, outputs = value.shape[1], weight.shape[0]
+    padding = tuple(k // 2 for k in weight.shape[2:])
+    clips = value.reshape(b, t * h * w, dv).transpose(1, 2).reshape(b * dv, 1, t, h, w)  # one clip per channel
+    out = F.conv3d(clips, weight, padding=padding)  # (b dv, J, t, h, w)
+    return out.view(b, dv, outputs, t * h * w).permute(0, 3, 1, 2).reshape(-1, dv, outputs)  # (P, dv, J)
+
+
+def value_windows_backward(
+    grad: torch.Tensor, value: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`value_windows` for the output gradient ``grad`` (P, dv, J): d value (P, dv) and d weight.
+
+    Computed on the time-folded form of the same convolution: (b * dv * t) frames of kt time-shifted copies of one
+    channel (:func:`time_shifted`), a (kh, kw) 2-D convolution, channels-last. Its backward is 2-3x faster than that of
+    the 3-D convolution over one input channel (measured at the RSANet-R50 stage shapes).
+    """
+    b, t, h, w = shape
+    dv, outputs = value.shape[1], weight.shape[0]
     kt, kh, kw = weight.shape[2:]
-    per_channel = value.reshape(b, t * h * w, dv).transpose(1, 2).reshape(-1, 1)  # (b dv t h w, 1)
-    frames = time_shifted(per_channel, (b * dv, t, h, w), kt)  # (b dv t, kt, h, w), channels-last
-    out = F.conv2d(frames, weight.reshape(weight.shape[0], kt, kh, kw), padding=(kh // 2, kw // 2))
-    out = out.view(b, dv, t, out.shape[1], h, w)  # channels-last: memory is (b, dv, t, h, w, J)
-    return out.permute(0, 2, 4, 5, 1, 3).reshape(-1, dv, out.shape[3])  # (P, dv, J): the one copy
+    with torch.enable_grad():
+        columns = value.detach().reshape(b, t * h * w, dv).transpose(1, 2).reshape(-1, 1).requires_grad_()
+        frames = time_shifted(columns, (b * dv, t, h, w), kt)  # (b dv t, kt, h, w), channels-last
+    grad_out = grad.view(b, t, h, w, dv, outputs).permute(0, 4, 1, 2, 3, 5).reshape(b * dv * t, h, w, outputs)
+    grad_out = grad_out.permute(0, 3, 1, 2)  # (b dv t, J, h, w), channels-last
+    weight_2d = weight.reshape(outputs, kt, kh, kw)
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else grad_out.dtype
+    grad_frames, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out.to(dtype),
+        frames.detach().to(dtype),
+        weight_2d.to(dtype),
+        None,
+        [1, 1],
+        [kh // 2, kw // 2],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [True, True, False],
+    )
+    (grad_columns,) = torch.autograd.grad(frames, columns, grad_frames.to(frames.dtype))  # sums the time shifts
+    grad_value = grad_columns.view(b, dv, t * h * w).transpose(1, 2).reshape(-1, dv)  # (P, dv)
+    return grad_value.to(value.dtype), grad_weight.view_as(weight).to(weight.dtype)
 
 
 SMALL_PRODUCT = 128  # position_matmul: matrices with m * k * n up to this -> element-wise products
@@ -262,7 +315,9 @@ def kernel_and_context_backward(
 
 class _RecomputedWindows(torch.autograd.Function):
     """Kernel and context from the normalised queries, (key or relations) and values, keeping for backward only
-    small tensors: the window sums [F, A] (and R unless given as an input) are recomputed in backward.
+    small tensors: the window sums [F, A] (and R unless given as an input) are recomputed in backward, where the
+    products' gradients are computed by :func:`kernel_and_context_backward`, the values' convolution's by
+    :func:`value_windows_backward` and H1's by autograd.
 
     Inputs (see :func:`kernel_and_context`): query, relations R or None (computed outside, kept), key or None (R
     computed here from it and the H1 weight, recomputed in backward), value, H1 weight or None, P1 or None, [H2; G]
@@ -295,11 +350,9 @@ class _RecomputedWindows(torch.autograd.Function):
         query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate = ctx.saved_tensors
         options = ctx.options
         shape = options["shape"]
-        with torch.enable_grad():  # the two window convolutions again, this time for their backward
-            value_ = value.detach().requires_grad_()
-            h2g_ = h2g.detach().requires_grad_()
-            windows = value_windows(value_, h2g_, shape)
-            if key is not None:
+        windows = value_windows(value, h2g, shape)  # [F, A] again
+        if key is not None:
+            with torch.enable_grad():  # R again, this time for its backward
                 key_ = key.detach().requires_grad_()
                 h1_ = h1.detach().requires_grad_()
                 relations_here = window_sums(key_, h1_, shape, groups=key.shape[1])
@@ -308,21 +361,17 @@ class _RecomputedWindows(torch.autograd.Function):
             query,
             relations if key is None else relations_here.detach(),
             p1,
-            windows.detach(),
+            windows,
             eye,
             kernel,
             aggregate,
             latent_channels=options["latent_channels"],
             mix_after_aggregation=options["mix_after_aggregation"],
         )
-        outputs, inputs, grads = [windows], [value_, h2g_], [grad_windows]
+        grad_value, grad_h2g = value_windows_backward(grad_windows.contiguous(), value, h2g, shape)
+        grad_key, grad_h1 = None, None
         if key is not None:
-            outputs.append(relations_here)
-            inputs += [key_, h1_]
-            grads.append(grad_relations)
-        found = torch.autograd.grad(outputs, inputs, grads)
-        grad_value, grad_h2g = found[:2]
-        grad_key, grad_h1 = found[2:] if key is not None else (None, None)
+            grad_key, grad_h1 = torch.autograd.grad(relations_here, [key_, h1_], grad_relations)
         return (
             None,
             grad_query,
