@@ -96,11 +96,21 @@ def measure_stage(channels: int, pixels: int, repeats: int) -> dict[str, dict[st
     }
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to run")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per stage (after one warm-up)")
-    parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3], help="0-based ResNet-50 stages")
+    parser.add_argument("--threads", type=positive, nargs="+", default=[1, 2], help="torch thread counts to run")
+    parser.add_argument("--repeats", type=positive, default=7, help="timed rounds per stage (after one warm-up)")
+    parser.add_argument(
+        "--stages", type=int, nargs="+", default=[0, 1, 2, 3], choices=range(4), help="0-based ResNet-50 stages"
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, fp32, batch {BATCH} x {FRAMES} frames, median of {args.repeats} rounds")
     header = (

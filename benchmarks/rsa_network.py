@@ -6,6 +6,8 @@ computes the same function), fp32, training mode, batch 2 x 8 frames x 112 x 112
     reference                  implementation="reference" in every RSA layer
     fast                       implementation="fast" (the default)
     fast + checkpoint_mixers   the fast path with its RSA layers recomputed in backward
+    TSN (no RSA)               the same ResNet-50 with its 3x3 spatial convolutions at the RSA positions: what the
+                               network costs without RSA, the bound of any speed-up from the RSA layers alone
 and with ``--extra``:
     fast, channels-last        input and weights in the channels-last 3-D memory format
     fast, bf16 autocast        forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (bf16-mixed)
@@ -26,6 +28,7 @@ import statistics
 import time
 
 import torch
+from rsa_layer import positive  # benchmarks/ is on sys.path when a script in it runs
 
 from rsa_lightning.layers import RelationalSelfAttention
 from rsa_lightning.models import ResNet
@@ -34,14 +37,15 @@ from rsa_lightning.utils.memory import saved_tensor_bytes
 RSA_POSITIONS = [[2], [1, 3], [1, 3, 5], [1]]  # conf/model/rsa_r50.yaml
 
 
-def build(implementation: str, checkpoint_mixers: bool) -> ResNet:
-    """RSANet-R50 as ``conf/model/rsa_r50.yaml`` builds it (without drop path), same weights for every variant."""
+def build(implementation: str, checkpoint_mixers: bool, rsa_layers: bool = True) -> ResNet:
+    """RSANet-R50 as ``conf/model/rsa_r50.yaml`` builds it (without drop path), same weights for every variant;
+    ``rsa_layers=False``: the TSN ResNet-50 (spatial 3x3 convolutions everywhere)."""
     torch.manual_seed(0)
     rsa = functools.partial(RelationalSelfAttention, num_heads=8, kernel_size=(5, 7, 7), implementation=implementation)
     net = ResNet(
         num_classes=174,
-        stmixer=rsa,
-        stmixer_positions=RSA_POSITIONS,
+        stmixer=rsa if rsa_layers else None,
+        stmixer_positions=RSA_POSITIONS if rsa_layers else [],
         drop_path_rate=0.0,
         dropout=0.0,
         zero_init_residual=False,  # every block contributes (the official init zeroes the RSA blocks' last BN)
@@ -61,11 +65,11 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up)")
-    parser.add_argument("--size", type=int, default=112, help="frame height and width (px)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=positive, default=1, help="torch threads")
+    parser.add_argument("--repeats", type=positive, default=3, help="timed rounds (after one warm-up)")
+    parser.add_argument("--size", type=positive, default=112, help="frame height and width (px)")
+    parser.add_argument("--frames", type=positive, default=8)
+    parser.add_argument("--batch", type=positive, default=2)
     parser.add_argument("--extra", action="store_true", help="also channels-last, bf16 autocast, torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,6 +77,7 @@ def main() -> None:
         "reference": build("reference", False),
         "fast": build("fast", False),
         "fast + checkpoint_mixers": build("fast", True),
+        "TSN (no RSA)": build("fast", False, rsa_layers=False),
     }
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
@@ -82,7 +87,8 @@ def main() -> None:
         variants["fast, channels-last"] = build("fast", False).to(memory_format=torch.channels_last_3d)
         inputs["fast, channels-last"] = x.contiguous(memory_format=torch.channels_last_3d)
         variants["fast, bf16 autocast"] = build("fast", False)
-        autocast["fast, bf16 autocast"] = True
+        inputs["fast, bf16 autocast"] = x
+        autocast["fast, channels-last"], autocast["fast, bf16 autocast"] = False, True
         compiled = torch.compile(build("fast", False))
         start = time.perf_counter()
         compiled(x.clone().requires_grad_()).square().sum().backward()
@@ -125,7 +131,7 @@ def main() -> None:
         print(
             f"{name:>26} | {t:9.2f} {ref_time / t:7.2f}x | {saved.get(name, float('nan')) / 2**20:8.0f} "
             f"{saved.get(name, float('nan')) / ref_saved:5.2f}x | "
-            f"{relative(logits, ref_logits):.1e}, {relative(grad, ref_grad):.1e}"
+            + (f"{relative(logits, ref_logits):.1e}, {relative(grad, ref_grad):.1e}" if "TSN" not in name else "-")
         )
 
 

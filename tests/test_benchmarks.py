@@ -52,3 +52,34 @@ def test_train_step_tiny_run_prints_the_ratios(tmp_path):
     for case in ("fast, model only", "reference, with loader", "loader alone"):
         assert re.search(rf"{case}\s+\d+\.\d\d", out), case
     assert (cache / "synthetic_64px_2" / "annotations" / "train.txt").is_file()  # the generated set is kept
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = ROOT / "benchmarks" / name
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.mark.parametrize("name", ["rsa_layer.py", "rsa_network.py"])
+def test_layer_and_network_benchmarks_start_and_refuse_bad_counts(name, tmp_path):
+    result = run_script(name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--repeats" in result.stdout and "--threads" in result.stdout
+    for bad in (["--repeats", "0"], ["--threads", "0"]):
+        result = run_script(name, *bad, cwd=tmp_path)
+        assert result.returncode == 2 and bad[0] in result.stderr and "Traceback" not in result.stderr
+
+
+def test_layer_benchmark_refuses_a_stage_resnet50_does_not_have(tmp_path):
+    result = run_script("rsa_layer.py", "--stages", "4", cwd=tmp_path)
+    assert result.returncode == 2 and "--stages" in result.stderr
+
+
+@pytest.mark.slow
+def test_layer_benchmark_prints_the_ratios_at_the_last_stage(tmp_path):
+    result = run_script("rsa_layer.py", "--threads", "1", "--repeats", "1", "--stages", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if "512/7" in line)
+    assert row.count("x") >= 6  # the time and memory ratios
+    assert re.search(r"worst fast/reference: time \d+\.\d\dx, saved activations 0\.\d\dx", result.stdout)
