@@ -67,6 +67,15 @@ class _L2Normalise(torch.autograd.Function):
         return ((g32 - y32 * (g32 * y32).sum(dim=-1, keepdim=True)) / norm).to(grad.dtype)
 
 
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype active for ``device``'s type, or None (autocast off, or a device type autocast does not
+    know, such as ``meta``, which :mod:`rsa_lightning.tools.flops` uses)."""
+    try:
+        return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    except RuntimeError:  # "unknown device type for autocast"
+        return None
+
+
 def l2_normalise_rows(x: torch.Tensor) -> torch.Tensor:
     """L2 normalisation over the last dim (the official epsilon), lean in memory; see :class:`_L2Normalise`."""
     return _L2Normalise.apply(x)
@@ -172,7 +181,9 @@ def value_windows_backward(
     grad_out = grad.view(b, t, h, w, dv, outputs).permute(0, 4, 1, 2, 3, 5).reshape(b * dv * t, h, w, outputs)
     grad_out = grad_out.permute(0, 3, 1, 2)  # (b dv t, J, h, w), channels-last
     weight_2d = weight.reshape(outputs, kt, kh, kw)
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else grad_out.dtype
+    dtype = autocast_dtype(grad_out.device)  # the dtype the forward convolution ran in
+    if dtype is None:
+        dtype = torch.promote_types(grad_out.dtype, frames.dtype)
     grad_frames, grad_weight, _ = torch.ops.aten.convolution_backward(
         grad_out.to(dtype),
         frames.detach().to(dtype),
@@ -205,7 +216,7 @@ def position_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     of the sums.
     """
     m, k, n = a.shape[1], a.shape[2], b.shape[2]
-    if m * k * n > SMALL_PRODUCT or torch.is_autocast_enabled("cpu"):
+    if m * k * n > SMALL_PRODUCT or autocast_dtype(a.device) is not None:
         return torch.bmm(a, b)
     a_t = a.permute(1, 2, 0).contiguous()  # (m, k, P)
     b_t = b.permute(1, 2, 0).contiguous()  # (k, n, P)
@@ -321,13 +332,14 @@ class _RecomputedWindows(torch.autograd.Function):
 
     Inputs (see :func:`kernel_and_context`): query, relations R or None (computed outside, kept), key or None (R
     computed here from it and the H1 weight, recomputed in backward), value, H1 weight or None, P1 or None, [H2; G]
-    weight, I or None. Output y (P, dv_out, nh). Autocast is restored in backward (``custom_bwd``).
+    weight, I or None. Output y (P, dv_out, nh). The autocast state of the inputs' device is recorded in forward and
+    restored in backward (as ``torch.amp.custom_bwd`` does for one fixed device type).
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, options: dict, query, relations, key, value, h1, p1, h2g, eye) -> torch.Tensor:
         shape = options["shape"]
+        ctx.autocast = (query.device.type, autocast_dtype(query.device))
         if key is not None:
             relations_here = window_sums(key, h1, shape, groups=key.shape[1])  # R (P, dk, dd)
         windows = value_windows(value, h2g, shape)  # (P, dv, J)
@@ -345,8 +357,15 @@ class _RecomputedWindows(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        device, dtype = ctx.autocast
+        if dtype is None:
+            return _RecomputedWindows._backward(ctx, grad)
+        with torch.autocast(device, dtype=dtype):
+            return _RecomputedWindows._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate = ctx.saved_tensors
         options = ctx.options
         shape = options["shape"]
