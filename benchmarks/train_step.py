@@ -242,6 +242,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1 or (args.steps is not None and args.steps < 1) or args.per_class < 1:
         parser.error("--repeats, --steps and --per-class must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0 (0: load in the training process), got {args.workers}")
+    if args.repeats == 1:
+        print("one repetition: a smoke run, its ratios are not measurements (use --repeats 3 or more)")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)

@@ -27,6 +27,7 @@ Hydra creates it, with one message instead of Hydra's traceback.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -51,6 +52,8 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 LAYOUT_HEADER = re.compile(r"Layout under data\.root")
 FP16_MIXED = ("16", "16-mixed")
 BF16 = ("bf16", "bf16-mixed", "bf16-true")
+
+log = logging.getLogger(__name__)
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -249,10 +252,26 @@ def _check_network(net: Mapping[str, Any]) -> None:
     drop_path = net.get("drop_path_rate")
     if isinstance(drop_path, (int, float)) and not 0.0 <= drop_path < 1.0:
         raise ConfigError(f"model.net.drop_path_rate must be in [0, 1), got {drop_path}: e.g. 0.2 (0: off)")
+    recompute = net.get("checkpoint_mixers", False)
+    if not isinstance(recompute, bool):
+        raise ConfigError(
+            f"model.net.checkpoint_mixers must be true or false, got {recompute!r}: "
+            "e.g. model.net.checkpoint_mixers=true"
+        )
     mixer = net.get("stmixer")
     if not isinstance(mixer, Mapping):
+        if recompute:
+            log.warning(
+                "model.net.checkpoint_mixers=true does nothing: this model has no space-time mixer (model.net.stmixer)"
+            )
         return
     _check_mixer_window(mixer)
+    implementation = mixer.get("implementation", "fast")
+    if "RelationalSelfAttention" in str(mixer.get("_target_", "")) and implementation not in ("fast", "reference"):
+        raise ConfigError(
+            f"model.net.stmixer.implementation must be fast or reference (the same function; README "
+            f'"Performance"), got {implementation!r}: e.g. model.net.stmixer.implementation=fast'
+        )
     stages = _mixer_stages(net.get("stmixer_positions") or [], block_counts)
     _check_mixer_heads(mixer, stages, widths)
 

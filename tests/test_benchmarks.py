@@ -27,9 +27,10 @@ def test_train_step_help_names_its_options(tmp_path):
     assert "with loader / model only" in result.stdout  # how to read the ratios
 
 
-def test_train_step_rejects_a_zero_repeat_count(tmp_path):
-    result = run("--repeats", "0", cwd=tmp_path)
-    assert result.returncode == 2 and "--repeats" in result.stderr
+@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--threads", "0"], ["--workers", "-1"]])
+def test_train_step_rejects_bad_counts_in_one_line(bad, tmp_path):
+    result = run(*bad, cwd=tmp_path)
+    assert result.returncode == 2 and bad[0] in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

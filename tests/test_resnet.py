@@ -70,6 +70,7 @@ def test_stochastic_depth_schedule_and_scaling():
         ({"stmixer": SpaceTimeConv, "stmixer_positions": [[0], [2]]}, r"stmixer_positions\[1\]"),
         ({"widths": (8,)}, "same length"),
         ({"drop_path_rate": 1.0}, "drop_path_rate"),
+        ({"checkpoint_mixers": "maybe"}, "checkpoint_mixers must be True or False"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -127,6 +127,12 @@ def test_fast_path_keeps_at_most_half_the_reference_activations(channels: int) -
     assert saved_fast > 0
 
 
+def test_an_empty_batch_gives_an_empty_output_as_the_reference_path() -> None:
+    fast, reference = pair(dict(in_channels=16, out_channels=16, kernel_size=(3, 3, 3)))
+    x = torch.randn(0, 16, 4, 9, 9)
+    assert fast(x).shape == reference(x).shape == (0, 16, 4, 9, 9)
+
+
 def test_channels_last_input_gives_the_same_output_in_channels_last() -> None:
     fast, reference = pair(dict(in_channels=8, out_channels=8, num_heads=4, kernel_size=(3, 3, 3)))
     x = torch.randn(2, 8, 3, 5, 5)

@@ -230,6 +230,8 @@ class ResNet(nn.Module):
                 bad = [p for p in pos if not 0 <= p < count]
                 if bad:
                     raise ValueError(f"stmixer_positions[{stage}] has {bad}: stage {stage} has {count} blocks")
+        if not isinstance(checkpoint_mixers, bool):
+            raise ValueError(f"checkpoint_mixers must be True or False, got {checkpoint_mixers!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
 

@@ -128,6 +128,14 @@ BAD_VALUES = {
     "negative_window": (["model.net.stmixer.kernel_size=[5,-7,7]"], "got [5, -7, 7]"),
     "two_sizes": (["model.net.stmixer.kernel_size=[7,7]"], "model.net.stmixer.kernel_size must be three odd"),
     "int_window": (["model.net.stmixer.kernel_size=5"], "got 5"),
+    "rsa_implementation": (
+        ["model.net.stmixer.implementation=fastest"],
+        "model.net.stmixer.implementation must be fast or reference",
+    ),
+    "checkpoint_mixers_not_bool": (
+        ["model.net.checkpoint_mixers=maybe"],
+        "model.net.checkpoint_mixers must be true or",
+    ),
     "heads_stage0": (["model.net.stmixer.num_heads=3"], "num_heads=3 does not divide the 16 channels of the mixer at"),
     "heads_later_stage": (
         ["model.net.widths=[16,24,64,128]", "model.net.stmixer.num_heads=16"],
@@ -164,6 +172,14 @@ def test_experiment_without_its_imagenet_weights(tmp_path, dataset_root):
     )
     assert message.startswith(f"model.net.pretrained={weights} does not exist")
     assert "model.net.pretrained=null" in message
+
+
+def test_checkpoint_mixers_without_a_mixer_is_said_once(tmp_path, caplog):
+    check_train_config(_cfg(tmp_path, "model=tsn_tiny", "model.net.checkpoint_mixers=true"))
+    assert "model.net.checkpoint_mixers=true does nothing: this model has no space-time mixer" in caplog.text
+    caplog.clear()
+    check_train_config(_cfg(tmp_path, "model.net.checkpoint_mixers=true"))  # rsa_tiny: something to checkpoint
+    assert "checkpoint_mixers" not in caplog.text
 
 
 def test_lightning_checkpoint_names_are_not_files(tmp_path):
