@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_rsa_layer import COMBINATIONS, randomise
+from test_rsa_layer import COMBINATIONS, explicit_sizes, randomise
 
 import rsa_lightning.layers.rsa_fast as rsa_fast
 from rsa_lightning.layers import RelationalSelfAttention
@@ -76,18 +76,7 @@ def test_fast_path_computes_the_reference_function(
 @pytest.mark.parametrize(("kernel_type", "context_type"), [("V+R", "V"), ("R", "R"), ("V", "R"), ("R", "V")])
 def test_fast_path_with_dk_dv_dd_all_different(kernel_type: str, context_type: str) -> None:
     """dk != dv takes the per-part normalisation; dd != dk changes every product's shape."""
-    latent = 5 if kernel_type != "V" else 3
-    kwargs = dict(
-        in_channels=5,
-        out_channels=8,
-        num_heads=2,
-        kernel_size=(3, 3, 5),
-        kernel_type=kernel_type,
-        context_type=context_type,
-        key_channels=3,
-        latent_channels=latent,
-    )
-    fast, reference = pair(kwargs, seed=3)
+    fast, reference = pair(explicit_sizes(kernel_type, context_type), seed=3)
     assert (fast.key_channels, fast.value_channels) == (3, 4)
     assert_same_function(fast, reference, torch.randn(2, 5, 3, 4, 5))
 

@@ -115,6 +115,20 @@ def randomise(layer: RelationalSelfAttention, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=generator) * scale)
 
 
+def explicit_sizes(kernel_type: str, context_type: str) -> dict:
+    """Layer kwargs with dk = 3, dv = 4 and dd = 5 (3 for kernel "V", which needs dd = dk), input (2, 5, 3, 4, 5)."""
+    return dict(
+        in_channels=5,
+        out_channels=8,
+        num_heads=2,
+        kernel_size=(3, 3, 5),
+        kernel_type=kernel_type,
+        context_type=context_type,
+        key_channels=3,
+        latent_channels=5 if kernel_type != "V" else 3,
+    )
+
+
 # (layer kwargs, input shape) for the reference comparison; every config is run for all 9 combinations.
 REFERENCE_CONFIGS = {
     # nh < dd: mixing applied after the kernel; cubic window as large as the clip, so every position is a border.
@@ -150,17 +164,7 @@ def test_matches_loop_reference(config: str, kernel_type: str, context_type: str
 def test_matches_loop_reference_with_explicit_sizes(kernel_type: str, context_type: str, implementation: str) -> None:
     """dk != dv != dd (allowed unless context "V+R" or kernel "V") exercises every size in the equations."""
     latent = 5 if kernel_type != "V" else 3
-    layer = RelationalSelfAttention(
-        implementation=implementation,
-        in_channels=5,
-        out_channels=8,
-        num_heads=2,
-        kernel_size=(3, 3, 5),
-        kernel_type=kernel_type,
-        context_type=context_type,
-        key_channels=3,
-        latent_channels=latent,
-    )
+    layer = RelationalSelfAttention(implementation=implementation, **explicit_sizes(kernel_type, context_type))
     assert (layer.key_channels, layer.value_channels, layer.latent_channels) == (3, 4, latent)
     randomise(layer, seed=3)
     x = torch.randn(2, 5, 3, 4, 5)
