@@ -19,6 +19,7 @@ from rsa_lightning.data.synthetic import (
     ensure_synthetic_dataset,
     generate_synthetic_dataset,
     plan_clip,
+    plan_tracks,
     render_clip,
     render_plan,
 )
@@ -200,7 +201,7 @@ def test_closer_grows_and_away_shrinks(motion: str, sign: int, seed: int) -> Non
     _, masks, moving, _ = _masks(motion, seed)
     area = masks[:, moving[0]].sum(axis=(1, 2))
     assert (np.diff(area) * sign).min() > 0
-    assert max(area[0], area[-1]) / min(area[0], area[-1]) > 2.5  # size ratio >= 1.8, area ratio >= 3.2
+    assert max(area[0], area[-1]) / min(area[0], area[-1]) > 2.0  # size ratio >= 1.65: area >= 2.7x (less at 32 px)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -226,17 +227,39 @@ def test_converge_and_diverge(motion: str, sign: int, seed: int) -> None:
     # Mask centroids are offset from the planned centres by a shape-dependent constant, so near the closest approach
     # their distance may wobble by a fraction of a pixel; the trend over the clip is what is checked.
     assert (np.diff(distance) * sign).min() > -0.25 and np.ptp(distance) > 0.12 * SIZE
-    assert (distance[-1] - distance[0]) * sign > 0.12 * SIZE
+    assert (distance[-1] - distance[0]) * sign > 0.1 * SIZE
 
 
 @pytest.mark.parametrize("motion", list(MOTIONS))
-def test_objects_stay_inside_and_apart(motion: str) -> None:
+def test_objects_stay_inside(motion: str) -> None:
     for seed in range(10):
-        plan, masks, _, _ = _masks(motion, seed)
+        plan, masks, moving, _ = _masks(motion, seed)
         assert len(plan.objects) == 2  # every class shows two objects of one kind
         assert masks[:, :, 0, :].max() == 0 and masks[:, :, -1, :].max() == 0  # within the frame (1px border)
         assert masks[:, :, :, 0].max() == 0 and masks[:, :, :, -1].max() == 0
-        assert (masks[:, 0] * masks[:, 1]).max() == 0  # never overlap
+        assert plan.objects[1].moving and plan.objects[0].moving == (motion in ("converge", "diverge"))
+
+
+def test_objects_seldom_touch_and_the_actor_is_in_front() -> None:
+    """Objects may overlap (the module docstring says why), in few frames; the actor is drawn last, fully visible."""
+    touching = []
+    for k, motion in enumerate(list(MOTIONS) * 40):
+        partner, actor = plan_tracks(motion, _rng(5000 + k), num_frames=16, size=64)
+        distance = np.hypot(actor.x - partner.x, actor.y - partner.y)  # (T,)
+        touching.append(distance < actor.size + partner.size)  # bounding discs overlap (shapes: less often)
+    assert 0 < np.mean(touching) < 0.05
+    for seed in range(200):  # a clip whose objects overlap
+        plan = plan_clip("closer", _rng(seed), num_frames=FRAMES, size=SIZE)
+        partner, actor = plan.objects
+        if np.any(np.hypot(actor.x - partner.x, actor.y - partner.y) < 0.8 * (actor.size + partner.size)):
+            break
+    else:
+        pytest.fail("no overlapping clip among 200 seeds")
+    frames, masks = render_plan(plan, with_masks=True)
+    alone, _ = render_plan(dataclasses.replace(plan, objects=(actor,)))
+    assert (masks[:, 0] * masks[:, 1]).max() > 0
+    covered = masks[:, 1] == 1.0  # (T, H, W) pixels fully covered by the actor
+    np.testing.assert_array_equal(frames[covered], alone[covered])
 
 
 # ----------------------------------------------------------------------- what a frame-wise model cannot use
@@ -251,35 +274,103 @@ def test_reverse_class_is_the_forward_clip_backwards(reverse: str, forward: str)
 
 
 def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic."""
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
     grid = np.concatenate([a, b])
     cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
     cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
     return float(np.abs(cdf_a - cdf_b).max())
 
 
-def test_per_frame_object_states_are_alike_across_pairs() -> None:
-    """Sizes, positions and orientations of all objects over all frames have one distribution in every class."""
-    forward = ["left_to_right", "up", "closer", "clockwise", "converge"]
-    states = {}
-    for motion in forward:
-        plans = [plan_clip(motion, _rng(1000 + k), num_frames=FRAMES, size=SIZE) for k in range(150)]
-        objects = [obj for plan in plans for obj in plan.objects]
-        states[motion] = {
-            "size": np.concatenate([o.size for o in objects]),
-            "x": np.concatenate([o.x for o in objects]),
-            "y": np.concatenate([o.y for o in objects]),
-            "angle": np.concatenate([np.mod(o.angle, 2 * math.pi) for o in objects]),
-            "first_size_of_moving": np.array([o.size[0] for o in objects if o.moving]),
-        }
-    for key in ("size", "x", "y", "angle"):
-        for motion in forward[1:]:
-            # Known bias (module docstring): two large objects fit a `converge` clip less often, so its objects are
-            # somewhat smaller; this tells the converge/diverge pair a little apart, never one from the other.
-            bound = 0.4 if (motion, key) == ("converge", "size") else 0.2
-            assert _ks(states[motion][key], states[forward[0]][key]) < bound, (key, motion)
-    # ... while the statistic would catch a difference: a `closer` object starts small.
-    assert _ks(states["closer"]["first_size_of_moving"], states["clockwise"]["first_size_of_moving"]) > 0.5
+def _ks_bound(n_a: int, n_b: int, p: float = 1e-6) -> float:
+    """The KS statistic that two samples of one distribution exceed with probability about ``p`` (asymptotic
+    Kolmogorov tail ``2 exp(-2 n t^2)``, ``n = n_a n_b / (n_a + n_b)``)."""
+    return math.sqrt(math.log(2 / p) / (2 * n_a * n_b / (n_a + n_b)))
+
+
+def _frame_statistics(tracks, t: int, pick: int, size: int) -> dict[str, float]:
+    """What a frame-wise network could read off frame ``t`` about the objects (``pick``: the object whose own
+    position, size and angle are reported; the frame does not tell which one is the actor)."""
+    a, b = tracks[pick], tracks[1 - pick]
+    dx, dy = float(b.x[t] - a.x[t]), float(b.y[t] - a.y[t])
+    distance = math.hypot(dx, dy)
+    sizes = sorted([float(a.size[t]), float(b.size[t])])
+    x, y, radius = float(a.x[t]), float(a.y[t]), float(a.size[t])
+    return {
+        "size": radius,
+        "larger size": sizes[1],
+        "smaller size": sizes[0],
+        "x": x,
+        "y": y,
+        "to the border": min(x - radius, size - x - radius, y - radius, size - y - radius),
+        "angle": float(np.mod(a.angle[t], 2 * math.pi)),
+        "distance": distance,
+        "gap": distance - sizes[0] - sizes[1],
+        "|dx|": abs(dx),
+        "|dy|": abs(dy),
+        "direction": math.atan2(abs(dy), abs(dx)),  # arrangement: side by side (0) or one above the other (pi/2)
+        "size ratio": sizes[1] / sizes[0],
+    }
+
+
+def test_a_frame_has_one_distribution_in_every_class() -> None:
+    """Every per-frame statistic of the objects has the same distribution in every class (module docstring: a
+    frame is a class-independent function of the scene and of phases that are uniform in every class).
+
+    One uniformly chosen frame per clip (independent samples), each class against all the others, with a bound
+    that samples of one distribution exceed with probability about 1e-6 (0.127 here). Version 3 of the generator
+    fails it on 10 of these 13 statistics, most clearly the arrangement ("direction": KS 0.48 for up, whose moving
+    object kept the other one off its path) and the object sizes of converge/diverge clips (0.32)."""
+    per_class, size, frames = 500, 64, 16
+    rng = _rng(2024)
+    samples: dict[str, list[dict[str, float]]] = {m: [] for m in MOTIONS}
+    for motion in MOTIONS:
+        for _ in range(per_class):
+            tracks = plan_tracks(motion, np.random.default_rng(rng.integers(2**63)), num_frames=frames, size=size)
+            samples[motion].append(_frame_statistics(tracks, int(rng.integers(frames)), int(rng.integers(2)), size))
+    bound = _ks_bound(per_class, per_class * (len(MOTIONS) - 1))
+    for key in samples["up"][0]:
+        values = {m: np.array([row[key] for row in rows]) for m, rows in samples.items()}
+        for motion in MOTIONS:
+            rest = np.concatenate([v for m, v in values.items() if m != motion])
+            assert _ks(values[motion], rest) < bound, (key, motion)
+    # ... while the statistic catches a real difference of that size: a `closer` actor starts small.
+    first = {
+        m: np.array([plan_tracks(m, _rng(k), num_frames=frames, size=size)[1].size[0] for k in range(per_class)])
+        for m in ("closer", "clockwise")
+    }
+    assert _ks(first["closer"], first["clockwise"]) > 2 * bound
+
+
+def _pixel_statistics(frame: np.ndarray) -> dict[str, float]:
+    """Brightness, colour and texture statistics of one frame ``(H, W, 3)`` uint8."""
+    image = frame.astype(np.float64) / 255.0
+    luma = image @ np.array([0.299, 0.587, 0.114])  # (H, W)
+    return {
+        "mean luma": float(luma.mean()),
+        "luma spread": float(luma.std()),
+        "darkest": float(np.percentile(luma, 1)),
+        "brightest": float(np.percentile(luma, 99)),
+        "saturation": float((image.max(axis=2) - image.min(axis=2)).mean()),
+        "edges x": float(np.abs(np.diff(luma, axis=1)).mean()),
+        "edges y": float(np.abs(np.diff(luma, axis=0)).mean()),
+    }
+
+
+def test_frame_pixels_have_one_distribution_in_every_class() -> None:
+    """The rendered pixels agree too (fewer clips: a coarser bound), one uniformly chosen frame per clip."""
+    per_class = 60
+    rng = _rng(77)
+    stats = {m: [] for m in MOTIONS}
+    for motion in MOTIONS:
+        for _ in range(per_class):
+            frames = render_clip(motion, np.random.default_rng(rng.integers(2**63)), num_frames=FRAMES, size=SIZE)
+            stats[motion].append(_pixel_statistics(frames[int(rng.integers(FRAMES))]))
+    bound = _ks_bound(per_class, per_class * (len(MOTIONS) - 1))
+    for key in stats["up"][0]:
+        values = {m: np.array([row[key] for row in rows]) for m, rows in stats.items()}
+        for motion in MOTIONS:
+            rest = np.concatenate([v for m, v in values.items() if m != motion])
+            assert _ks(values[motion], rest) < bound, (key, motion)
 
 
 def test_first_frame_brightness_is_no_giveaway() -> None:

@@ -3,38 +3,58 @@
 Why a frame-wise network cannot solve it
 ----------------------------------------
 A frame-wise model (TSN: a 2D CNN classifies every frame on its own, the logits are averaged over time) only ever
-sees the *bag* of frames of a clip. The dataset is built so that this bag carries (almost) no class information:
+sees the *bag* of frames of a clip. Two constructions take the class out of it:
 
 * **Time-reversal pairs.** Every class has a partner that is its exact time reversal: ``right_to_left`` is
   ``left_to_right`` played backwards, and likewise ``down``/``up``, ``away``/``closer``,
   ``counterclockwise``/``clockwise`` and ``diverge``/``converge``. A reverse clip is rendered from the plan of its
   forward partner with the frame order reversed, so the two classes have the *same distribution of bags of frames*;
-  only the order of the frames tells them apart. A frame-wise model is therefore at most as good as guessing the
-  pair, i.e. at most 50 % for ten classes, whatever its capacity.
-* **Alike per-frame marginals across pairs.** To keep it from guessing the pair, every clip, whatever its class,
-  shows two foreground objects of the same kind (shape, texture, colours; independent sizes and orientations) on a
-  static, cluttered background. In single-object classes the second object is a static distractor; in
-  ``converge``/``diverge`` both move. Every object state is drawn so that its marginal over frames is the same in
-  every class:
+  only the order of the frames tells them apart.
+* **One distribution of a frame for every class.** Every clip shows two objects of one kind (shape, texture,
+  colours) on a static, cluttered background: the *actor*, which performs the motion, and a smaller *partner*, which
+  stands still except in ``converge``/``diverge``, where the two move towards (away from) each other. Every frame is
+  one fixed function ``f(theta, u)`` of
 
-  - a centre coordinate is ``c + u * L`` with the travel ``L`` and the centre ``c`` drawn alike for all objects; a
-    translated object sweeps ``u`` from -1/2 to 1/2 over the clip, a static one keeps a random ``u``;
-  - a size is ``s_mid * R ** u`` (``closer`` sweeps ``u``; every other object keeps a random one);
-  - an orientation is ``theta_mid + u * Theta`` with ``theta_mid`` uniform (``clockwise`` sweeps ``u``).
+  - a *scene* ``theta``: background, appearance, the actor's middle size ``s``, size ratio ``R``, angle ``a`` and
+    turn ``Theta``, the partner's size and angle, the travel ``L`` of a translation and ``Lc`` of a convergence, the
+    middle ``C`` of the actor's travel, the partner's centre ``B`` and the converging direction ``e`` (``C`` to
+    ``B``);
+  - five *phases* ``u = (u_x, u_y, u_s, u_a, u_c)``, each on the grid ``k / (T - 1) - 1/2`` (``k = 0 .. T-1``): the
+    actor's centre is ``C + L (u_x, u_y) + Lc u_c e``, its size ``s R ** u_s``, its angle ``a + Theta u_a``; the
+    partner's centre is ``B - Lc u_c e``.
 
-  The *arrangement* of the two objects is matched too. Objects never overlap, so in the translation classes the
-  distractor keeps clear of the moving object's path; in ``closer`` and ``clockwise`` the first object is placed
-  at a random frame's point of a virtual translation path that the distractor keeps clear of in the same way, and
-  the ``converge`` objects each translate half as far along one axis. An object stays inside the frame by its
-  largest size over the clip. The remaining cross-pair differences are weak statistical cues; the largest is that
-  two large objects fit a ``converge`` clip less often, so its objects are somewhat smaller (a hint at the
-  converge/diverge *pair*, never at which of the two).
+  A forward class sweeps one phase over the grid in frame order (``left_to_right``: ``u_x``; ``up``: ``u_y``,
+  decreasing; ``closer``: ``u_s``; ``clockwise``: ``u_a``; ``converge``: ``u_c``) and holds each of the other four
+  at a value drawn uniformly from the grid. So at a uniformly chosen frame every phase is uniform on the grid and
+  independent of ``theta`` and of the other phases, *in every class*, and the frame ``f(theta, u)`` has one
+  distribution whatever the class: object sizes, positions, orientations, the distance and arrangement of the two
+  objects, brightness, colour and texture statistics, anything a frame-wise CNN could measure. ``theta`` never
+  depends on the class either: it is redrawn only when it fails a condition that must hold for *all* phases (both
+  objects inside the frame at their largest; converging objects keep their order along ``e`` and close in by at
+  least half their travel wherever the actor stands in its travel square), never on the clip at hand.
+  ``tests/test_synthetic.py`` checks this statistically (one frame per clip, each class against the others).
 
-Format version 3 (the default) has larger objects and motions than version 1 (object size 0.12-0.15 instead of
-0.095-0.125 of the frame, travel 0.40-0.48 instead of 0.28-0.38, turn 1.2-1.6 pi instead of 0.5-0.9 pi): with
-version 1 no TSN-style ResNet (RSA or 3D-conv mixers) left the chance plateau within a CPU budget of minutes (a
-plain 3D CNN reached 32 % in 3 epochs, an early-fusion CNN 93 % in 12). Version 2 turned by 0.9-1.3 pi. Measured
-results with the current version are in the README.
+  The price is that the two objects may overlap. A condition "never overlap, for all phases" would keep the partner
+  off the actor's whole travel square, and leaves no room in a 64 px frame at these sizes and motions; a condition
+  on the clip at hand would make the arrangement depend on the class (version 3 kept the static object off a
+  translated object's path, so the objects stood one above the other in 75 % of ``left_to_right`` frames and 3 %
+  of ``up`` frames: a frame-wise network could tell the pairs apart). Instead the partner is placed beyond the
+  actor's travel square along ``e``; their bounding discs overlap in about 2 % of frames (the shapes less often),
+  and the actor is drawn in front.
+
+What remains for a frame-wise model is the bag of frames as a whole: it shows *which* quantity varies within a
+clip (hence the pair), never in which direction, so even a model that learnt that would stay at or below 50 % for
+ten classes; one that reads single frames is at chance (10 %).
+
+Format versions: 1 had small objects and motions (object size 0.095-0.125 of the frame, travel 0.28-0.38, turn
+0.5-0.9 pi), with which no TSN-style ResNet (RSA or 3D-conv mixers) left the chance plateau within a CPU budget of
+minutes; 2 had larger objects and motions (size 0.12-0.15, travel 0.40-0.48, turn 0.9-1.3 pi); 3 turned faster
+(1.2-1.6 pi) but kept per-frame hints at the class pair (arrangement, smaller objects in ``converge`` clips): a
+frame-wise ``tsn_tiny`` reached 23-27 %. Version 4 (the default) draws every frame from one distribution as above,
+with version 3's travel (0.42-0.48) and turn (1.2-1.6 pi), an actor of size 0.12-0.14 and a partner of 0.07-0.09
+(sizes vary by R ** u, R 1.65-1.85), each converging object moving 0.12-0.16, and markers about twice as large (a
+turn moves them by 2-3 px per sampled frame). A first draft with a shorter travel (0.32-0.38, version 1's) left
+``rsa_tiny`` at chance for 7 epochs. Measured results are in the README.
 
 Conventions
 -----------
@@ -44,10 +64,10 @@ orientation ``theta`` turns the object's local ``+u`` axis towards ``(cos theta,
 A horizontal flip turns ``left_to_right`` into ``right_to_left`` *and* ``clockwise`` into ``counterclockwise``.
 
 Every shape fits in its unit disc (so an object of size ``s`` lies within radius ``s`` of its centre) and carries
-a small contrasting marker that breaks rotational symmetry. Textures live in object coordinates: they move, turn
-and scale with the object. Frames are rendered at 2x resolution and averaged down (anti-aliasing). Array maths
-uses only arithmetic, comparisons and floor (trigonometry only on Python scalars), so renders are bit-identical
-for the same seed.
+a contrasting marker off its centre that breaks rotational symmetry. Textures live in object coordinates: they
+move, turn and scale with the object. Frames are rendered at 2x resolution and averaged down (anti-aliasing).
+Array maths uses only arithmetic, comparisons, floor and square roots (trigonometry only on Python scalars), so
+renders are bit-identical for the same seed.
 
 Files written by :func:`generate_synthetic_dataset`::
 
@@ -108,19 +128,23 @@ TIME_REVERSED: dict[str, str] = {
 SHAPES = ("square", "triangle", "ell", "cross", "notched_ellipse", "tee")
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
-FORMAT_VERSION = 3  # 2: larger objects and motions; 3: faster turns (older clips are regenerated)
+FORMAT_VERSION = 4  # history in the module docstring; a dataset of another version is regenerated
 SPLITS = ("train", "val")
 _SUPERSAMPLE = 2
 _CRF = 16
 
 # Geometry, as fractions of the frame size (a size is the radius of the object's bounding disc).
-_SIZE_MID = (0.12, 0.15)  # size in the middle of its range
-_SIZE_RATIO = (2.0, 2.4)  # R: largest / smallest size of a `closer` clip
-_TRAVEL = (0.4, 0.48)  # L: distance a translated object moves over the clip
-_CONVERGE_TRAVEL = 0.5  # sweep of each of the two `converge` objects, relative to a translated object's
+_SIZE_MID = (0.12, 0.14)  # s: the actor's size in the middle of its range
+_PARTNER_SIZE = (0.07, 0.09)  # the partner's s (smaller: it leaves room for the actor's travel)
+_SIZE_RATIO = (1.65, 1.85)  # R: largest / smallest size of a `closer` clip
+_TRAVEL = (0.42, 0.48)  # L: distance a translated object moves over the clip
+_CONVERGE_TRAVEL = (0.12, 0.16)  # distance each `converge` object moves towards the other
 _TURN = (1.2 * math.pi, 1.6 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
+_BORDER = 1.0  # pixels between an object's bounding disc and the frame border
+_CLOSEST = 0.25  # the centres stay this many mid sizes apart along the converging axis, for all phases
+_CONVERGE_VISIBLE = 0.5  # least fall of the converging objects' distance, relative to 2 x their travel
+_SCENE_BATCH = 128  # candidate scenes drawn at once
 _MAX_TRIES = 1000
-_PLACE_TRIES = 200  # positions tried for one draw of the object sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +213,15 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-# (u, v, radius) of the contrasting marker inside each shape.
+# (u, v, radius) of the contrasting marker: off the centre and about 5 px across for a mid-size object, so that a
+# turn moves it by a few pixels per frame (visible on the 14 x 14 feature maps of a 56 x 56 crop); clipped to the shape.
 _MARKERS: dict[str, tuple[float, float, float]] = {
-    "square": (0.38, 0.38, 0.2),
-    "triangle": (0.35, 0.0, 0.15),
-    "ell": (-0.42, -0.42, 0.17),
-    "cross": (0.65, 0.0, 0.17),
-    "notched_ellipse": (-0.55, 0.0, 0.2),
-    "tee": (0.0, 0.55, 0.16),
+    "square": (0.36, 0.36, 0.28),
+    "triangle": (0.25, 0.0, 0.28),
+    "ell": (-0.42, -0.42, 0.23),
+    "cross": (0.6, 0.0, 0.26),
+    "notched_ellipse": (-0.5, 0.0, 0.3),
+    "tee": (0.0, 0.58, 0.22),
 }
 
 
@@ -309,137 +334,153 @@ def _plan_appearance(rng: np.random.Generator, background_mean: np.ndarray) -> A
     )
 
 
-def _coordinate(
-    rng: np.random.Generator,
-    size: int,
-    sweep: Optional[np.ndarray],
-    num_frames: int,
-    margin: float,
-    travel_scale: float = 1.0,
-) -> np.ndarray:
-    """One coordinate ``c + u * L`` over time ``(T,)``: swept (``u`` = ``sweep``) or static (random ``u``).
-
-    ``L`` and ``c`` are drawn alike for every object so that all coordinates share one per-frame marginal, with
-    ``c`` keeping the object ``margin`` pixels from the border; ``travel_scale`` shortens the sweep of `converge`
-    objects (both of which move)."""
-    low, high = margin, size - margin
-    travel = _uniform(rng, _TRAVEL) * size
-    centre = _uniform(rng, (low + travel / 2, high - travel / 2))
-    if sweep is None:
-        return np.full(num_frames, centre + rng.uniform(-0.5, 0.5) * travel)
-    return centre + sweep * travel * travel_scale
+def _phase(rng: np.random.Generator, num_frames: int) -> float:
+    """A phase drawn uniformly from the grid ``k / (T - 1) - 1/2`` (k = 0 .. T-1) that a swept phase runs through."""
+    return int(rng.integers(num_frames)) / (num_frames - 1) - 0.5
 
 
-def _centres(
-    rng: np.random.Generator,
-    size: int,
-    axis: int,
-    sweep: Optional[np.ndarray],
-    num_frames: int,
-    margin: float,
-    travel_scale: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Centre ``x, y`` over time of an object translated by ``sweep`` along ``axis`` (0: x, 1: y) or static."""
-    xy = [_coordinate(rng, size, sweep if i == axis else None, num_frames, margin, travel_scale) for i in (0, 1)]
-    return xy[0], xy[1]
+@dataclasses.dataclass(frozen=True)
+class _Scene:
+    """The class-independent part of a clip's geometry (``theta`` in the module docstring), in output pixels.
+
+    The actor's centre is ``centre + travel * (u_x, u_y) + converge * u_c * direction``, its size
+    ``actor_size * ratio ** u_s`` and its angle ``actor_angle + turn * u_a``; the partner's centre is
+    ``partner_centre - converge * u_c * direction`` with a fixed size and angle.
+    """
+
+    actor_size: float
+    ratio: float
+    actor_angle: float
+    turn: float
+    partner_size: float
+    partner_angle: float
+    travel: float
+    converge: float
+    centre: tuple[float, float]
+    partner_centre: tuple[float, float]
+    direction: tuple[float, float]
 
 
-def _object_sizes(rng: np.random.Generator, size: int, sweep: Optional[np.ndarray], num_frames: int) -> np.ndarray:
-    """``s_mid * R ** u`` in pixels: swept over the clip (``closer``) or static with a random ``u``."""
-    mid, ratio = _uniform(rng, _SIZE_MID) * size, _uniform(rng, _SIZE_RATIO)
-    u = sweep if sweep is not None else np.full(num_frames, rng.uniform(-0.5, 0.5))
-    return mid * ratio**u
+def _draw_scene(rng: np.random.Generator, *, num_frames: int, size: int) -> _Scene:
+    """Draw ``theta`` by rejection: candidates are drawn in batches and the first one that meets every condition is
+    kept. Each condition holds for *all* phases, so none depends on the class: both objects stay inside the frame at
+    their largest; the partner lies beyond the actor's travel square along ``direction``, so converging objects keep
+    their order along it, and their distance falls by at least ``_CONVERGE_VISIBLE`` of their joint travel wherever
+    the actor stands in that square. Raises RuntimeError when no candidate fits (never at the default sizes)."""
+    n = _SCENE_BATCH
+    for _ in range(_MAX_TRIES):
+        actor_size = rng.uniform(*_SIZE_MID, n) * size  # (n,) candidates
+        ratio = rng.uniform(*_SIZE_RATIO, n)
+        largest = actor_size * np.sqrt(ratio)
+        partner_size = (
+            rng.uniform(*_PARTNER_SIZE, n)
+            * size
+            * rng.uniform(*_SIZE_RATIO, n) ** (rng.integers(num_frames, size=n) / (num_frames - 1) - 0.5)
+        )  # the law of a size s * R ** u at a uniformly chosen frame, from a smaller range
+        travel, converge = rng.uniform(*_TRAVEL, n) * size, rng.uniform(*_CONVERGE_TRAVEL, n) * size
+        angle = rng.uniform(0.0, 2.0 * math.pi, n)
+        direction = np.array([[math.cos(a) for a in angle], [math.sin(a) for a in angle]])  # (2, n) actor to partner
+        reach = largest + _BORDER + travel / 2 + converge * np.abs(direction) / 2  # (2, n) actor, per axis
+        fits = reach.max(axis=0) < size / 2
+        reach = np.minimum(reach, size / 2)
+        centre = reach + rng.uniform(size=(2, n)) * (size - 2 * reach)  # (2, n) middle of the actor's travel
+        # The partner lies ahead along `direction`, beyond the actor's travel square along that axis.
+        spread = travel * np.abs(direction).sum(axis=0) / 2  # (n,) half extent of the square along/across it
+        near = spread + converge + _CLOSEST * (actor_size + partner_size)
+        room = partner_size + _BORDER + converge * np.abs(direction) / 2  # (2, n)
+        safe = np.where(np.abs(direction) > 1e-9, direction, 1.0)
+        limit = np.where(direction > 0, size - room - centre, room - centre) / safe  # (2, n)
+        far = np.where(np.abs(direction) > 1e-9, limit, np.inf).min(axis=0)  # (n,)
+        fits &= far > near
+        far = np.maximum(far, near)
+        distance = np.sqrt(near**2 + rng.uniform(size=n) * (far**2 - near**2))  # uniform over the wedge's area
+        gap = distance - spread - converge  # (n,) least along-axis gap of the converging centres
+        closing = np.sqrt((gap + 2 * converge) ** 2 + spread**2) - np.sqrt(gap**2 + spread**2)  # least fall of distance
+        fits &= closing >= _CONVERGE_VISIBLE * 2 * converge
+        actor_angle, partner_angle = rng.uniform(0.0, 2.0 * math.pi, (2, n))
+        turn = rng.uniform(*_TURN, n)
+        if fits.any():
+            i = int(np.argmax(fits))
+            return _Scene(
+                actor_size=float(actor_size[i]),
+                ratio=float(ratio[i]),
+                actor_angle=float(actor_angle[i]),
+                turn=float(turn[i]),
+                partner_size=float(partner_size[i]),
+                partner_angle=float(partner_angle[i]),
+                travel=float(travel[i]),
+                converge=float(converge[i]),
+                centre=(float(centre[0, i]), float(centre[1, i])),
+                partner_centre=(
+                    float(centre[0, i] + distance[i] * direction[0, i]),
+                    float(centre[1, i] + distance[i] * direction[1, i]),
+                ),
+                direction=(float(direction[0, i]), float(direction[1, i])),
+            )
+    raise RuntimeError(f"could not place two objects in a {size}px frame")
 
 
-def _object_angles(rng: np.random.Generator, sweep: Optional[np.ndarray], num_frames: int) -> np.ndarray:
-    """``theta_mid + u * Theta`` in radians: swept (``clockwise``: increasing) or static with a random ``u``."""
-    mid, turn = _uniform(rng, (0.0, 2.0 * math.pi)), _uniform(rng, _TURN)
-    u = sweep if sweep is not None else np.full(num_frames, rng.uniform(-0.5, 0.5))
-    return mid + u * turn
+# phase that each forward class sweeps (increasing over the clip; `up` sweeps u_y decreasing)
+_SWEPT = {"left_to_right": "x", "up": "y", "closer": "s", "clockwise": "a", "converge": "c"}
 
 
-def _separated(tracks: Sequence[ObjectTrack]) -> bool:
-    """True when the objects' bounding discs never overlap."""
-    a, b = tracks
-    distance = np.hypot(a.x - b.x, a.y - b.y)
-    return bool(np.all(distance >= a.size + b.size))
-
-
-def _place_objects(
-    motion: str, rng: np.random.Generator, *, num_frames: int, size: int
-) -> Optional[tuple[ObjectTrack, ObjectTrack]]:
-    """Draw sizes, orientations and centre tracks of the two objects of a forward class; None if they do not fit."""
-    sweep = np.linspace(-0.5, 0.5, num_frames)  # (T,) u of a swept state
-    sizes = [_object_sizes(rng, size, sweep if motion == "closer" and i == 0 else None, num_frames) for i in range(2)]
-    angles = [_object_angles(rng, sweep if motion == "clockwise" and i == 0 else None, num_frames) for i in range(2)]
-    margins = [float(s.max()) + 0.5 for s in sizes]  # an object stays this far from the border (its largest size)
-
-    def pair(xy0: tuple[np.ndarray, np.ndarray], xy1: tuple[np.ndarray, np.ndarray], moving: tuple[bool, bool]):
-        return tuple(
-            ObjectTrack(x=xy[0], y=xy[1], size=sizes[i], angle=angles[i], moving=moving[i])
-            for i, xy in enumerate((xy0, xy1))
-        )
-
-    if motion == "converge":
-        # Each object translates along one shared axis (like a `left_to_right` object, half as far) towards the
-        # other one; the gap along the axis shrinks but stays >= 0, so their distance decreases monotonically.
-        axis = int(rng.integers(2))
-        for _ in range(_PLACE_TRIES):
-            first = _centres(rng, size, axis, sweep, num_frames, margins[0], _CONVERGE_TRAVEL)
-            second = _centres(rng, size, axis, -sweep, num_frames, margins[1], _CONVERGE_TRAVEL)
-            tracks = pair(first, second, (True, True))
-            along = second[axis] - first[axis]  # (T,) shrinking
-            distance = np.hypot(first[0] - second[0], first[1] - second[1])  # (T,)
-            if along[-1] >= 0 and distance[0] - distance[-1] >= 0.5 * (along[0] - along[-1]) and _separated(tracks):
-                return tracks
-        return None
-    # One object follows a translation path, the other stands still and never touches it. In the classes without
-    # translation the first object follows such a path only virtually (random axis) and stays at the point of a
-    # random frame, so that the two objects are arranged alike in all classes.
-    axis = {"left_to_right": 0, "up": 1}.get(motion, int(rng.integers(2)))
-    path = -sweep if motion == "up" else sweep
-    frozen = None if motion in ("left_to_right", "up") else int(rng.integers(num_frames))
-    for _ in range(_PLACE_TRIES):
-        first = _centres(rng, size, axis, path, num_frames, margins[0])
-        second = _centres(rng, size, axis, None, num_frames, margins[1])
-        tracks = pair(first, second, (True, False))
-        if not _separated(tracks):
-            continue
-        if frozen is None:
-            return tracks
-        still = (np.full(num_frames, first[0][frozen]), np.full(num_frames, first[1][frozen]))
-        tracks = pair(still, second, (True, False))
-        if _separated(tracks):
-            return tracks
-    return None
-
-
-def _plan_forward(motion: str, rng: np.random.Generator, *, num_frames: int, size: int) -> ClipPlan:
-    """Plan a clip of a forward class (``left_to_right``, ``up``, ``closer``, ``clockwise``, ``converge``)."""
-    background = _plan_background(rng, size)
-    appearance = _plan_appearance(rng, background.reshape(-1, 3).mean(axis=0))
-    for _ in range(_MAX_TRIES):  # (rarely) new sizes when the first ones leave no room
-        tracks = _place_objects(motion, rng, num_frames=num_frames, size=size)
-        if tracks is not None:
-            break
-    else:
-        raise RuntimeError(f"could not place the objects of a {motion!r} clip in a {size}px frame")
-    if rng.uniform() < 0.5:  # the order of the objects carries no information
-        tracks = tracks[::-1]
-    return ClipPlan(
-        motion=motion, size=size, num_frames=num_frames, background=background, appearance=appearance, objects=tracks
+def _forward_tracks(motion: str, rng: np.random.Generator, *, num_frames: int, size: int) -> tuple[ObjectTrack, ...]:
+    """Tracks ``(partner, actor)`` of a forward class: the scene, then five phases of which the class sweeps one."""
+    scene = _draw_scene(rng, num_frames=num_frames, size=size)
+    phases = {key: np.full(num_frames, _phase(rng, num_frames)) for key in "xysac"}  # (T,) each
+    sweep = np.linspace(-0.5, 0.5, num_frames)  # (T,)
+    phases[_SWEPT[motion]] = -sweep if motion == "up" else sweep
+    ex, ey = scene.direction
+    shift = scene.converge * phases["c"]  # (T,) how far each object has moved towards the other
+    actor = ObjectTrack(
+        x=scene.centre[0] + scene.travel * phases["x"] + shift * ex,
+        y=scene.centre[1] + scene.travel * phases["y"] + shift * ey,
+        size=scene.actor_size * scene.ratio ** phases["s"],
+        angle=scene.actor_angle + scene.turn * phases["a"],
+        moving=True,
     )
-
-
-def _reverse_plan(plan: ClipPlan, motion: str) -> ClipPlan:
-    """The same clip played backwards."""
-    objects = tuple(
-        dataclasses.replace(
-            o, x=o.x[::-1].copy(), y=o.y[::-1].copy(), size=o.size[::-1].copy(), angle=o.angle[::-1].copy()
-        )
-        for o in plan.objects
+    partner = ObjectTrack(
+        x=scene.partner_centre[0] - shift * ex,
+        y=scene.partner_centre[1] - shift * ey,
+        size=np.full(num_frames, scene.partner_size),
+        angle=np.full(num_frames, scene.partner_angle),
+        moving=motion == "converge",
     )
-    return dataclasses.replace(plan, motion=motion, objects=objects)
+    return partner, actor  # rendered in this order: the actor in front
+
+
+def plan_tracks(
+    motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64
+) -> tuple[ObjectTrack, ...]:
+    """The object tracks ``(partner, actor)`` of a clip of class ``motion``, drawn from ``rng`` (geometry only).
+
+    :func:`plan_clip` draws the same after the background and the appearance. A reverse class (see
+    :data:`TIME_REVERSED`) consumes ``rng`` exactly like its forward partner and yields its tracks backwards.
+    """
+    _check_plan_args(motion, num_frames, size)
+    forward = TIME_REVERSED.get(motion, motion)
+    tracks = _forward_tracks(forward, rng, num_frames=num_frames, size=size)
+    return tuple(_reverse_track(o) for o in tracks) if forward != motion else tracks
+
+
+def _check_plan_args(motion: str, num_frames: int, size: int) -> None:
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {list(MOTIONS)}")
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be >= 2 to show a motion, got {num_frames}")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16 (H.264 yuv420p), got {size}")
+
+
+def _reverse_track(track: ObjectTrack) -> ObjectTrack:
+    """The same track played backwards."""
+    return dataclasses.replace(
+        track,
+        x=track.x[::-1].copy(),
+        y=track.y[::-1].copy(),
+        size=track.size[::-1].copy(),
+        angle=track.angle[::-1].copy(),
+    )
 
 
 def plan_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64) -> ClipPlan:
@@ -448,15 +489,13 @@ def plan_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, si
     A reverse class (see :data:`TIME_REVERSED`) consumes ``rng`` exactly like its forward partner and yields the
     partner's plan played backwards.
     """
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown motion {motion!r}; expected one of {list(MOTIONS)}")
-    if num_frames < 2:
-        raise ValueError(f"num_frames must be >= 2 to show a motion, got {num_frames}")
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16 (H.264 yuv420p), got {size}")
-    forward = TIME_REVERSED.get(motion, motion)
-    plan = _plan_forward(forward, rng, num_frames=num_frames, size=size)
-    return _reverse_plan(plan, motion) if forward != motion else plan
+    _check_plan_args(motion, num_frames, size)
+    background = _plan_background(rng, size)
+    appearance = _plan_appearance(rng, background.reshape(-1, 3).mean(axis=0))
+    tracks = plan_tracks(motion, rng, num_frames=num_frames, size=size)
+    return ClipPlan(
+        motion=motion, size=size, num_frames=num_frames, background=background, appearance=appearance, objects=tracks
+    )
 
 
 # --------------------------------------------------------------------------------------------------- rendering
