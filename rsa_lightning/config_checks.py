@@ -82,6 +82,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         )
     _check_resolves(cfg, keys=("trainer",))
     _check_trainer(_section(cfg, "trainer"))
+    _check_switch("plots", cfg.get("plots", True), "write the evaluation plots next to the predictions")
 
 
 def check_data_config(cfg: DictConfig) -> None:
@@ -154,6 +155,12 @@ def _check_resolves(cfg: DictConfig, keys: Optional[Sequence[str]] = None) -> No
 def _positive_int(key: str, value: Any, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}={example}")
+
+
+def _check_switch(key: str, value: Any, meaning: str) -> None:
+    """A true/false key (Hydra reads ``true``/``false`` as booleans; ``maybe`` or ``1`` stay other types)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false ({meaning}), got {value!r}: e.g. {key}=false")
 
 
 def _check_seed(seed: Any) -> None:
@@ -253,11 +260,7 @@ def _check_network(net: Mapping[str, Any]) -> None:
     if isinstance(drop_path, (int, float)) and not 0.0 <= drop_path < 1.0:
         raise ConfigError(f"model.net.drop_path_rate must be in [0, 1), got {drop_path}: e.g. 0.2 (0: off)")
     recompute = net.get("checkpoint_mixers", False)
-    if not isinstance(recompute, bool):
-        raise ConfigError(
-            f"model.net.checkpoint_mixers must be true or false, got {recompute!r}: "
-            "e.g. model.net.checkpoint_mixers=true"
-        )
+    _check_switch("model.net.checkpoint_mixers", recompute, "activation checkpointing of the space-time mixers")
     mixer = net.get("stmixer")
     if not isinstance(mixer, Mapping):
         if recompute:

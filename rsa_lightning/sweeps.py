@@ -3,7 +3,9 @@
 ``python train.py -m seed=1,2 model.optimizer.lr=0.01,0.02`` runs one job per combination, each in
 ``<sweep dir>/<job num>/`` (``hydra.sweep.subdir``; the Optuna sweeper and the submitit launcher number their jobs the
 same way). At its end every job writes ``result.json`` into its folder (``train.py``; :data:`RESULT_FILE`):
-status, overrides, the optimised metric's value, best epoch, error, time. :class:`SweepSummary` (registered in
+status, overrides, the optimised metric's value, best epoch, error, time. Epochs: ``summary.md`` counts them from
+1, as the console and the run report do; ``summary.csv``'s ``best_epoch`` is ``result.json``'s (from 0, as
+``metrics.csv`` and the checkpoint names count: ``best_epoch_002.ckpt`` is epoch 3). :class:`SweepSummary` (registered in
 ``conf/hydra/default.yaml``) turns the folders into ``<sweep dir>/summary.csv`` and ``summary.md``:
 
 - after every job (``on_job_end``: a sweep killed half-way still has its summary; under submitit this runs in the
@@ -186,7 +188,7 @@ def summary_markdown(rows: Sequence[JobRow], sweep_dir: Path) -> str:
     for r in rows:
         varying = " ".join(o for o in r.overrides if o not in common)
         value = r.shown_value() if len(metrics) <= 1 else f"{r.shown_value()} {r.metric or ''}".strip()
-        best_epoch = "" if r.best_epoch is None else str(r.best_epoch)
+        best_epoch = "" if r.best_epoch is None else str(r.best_epoch + 1)  # from 1, as the console counts
         cells = [str(r.num), varying, value, best_epoch, r.status, _short(r.error), r.run_dir]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -182,14 +182,16 @@ def test_sweep_folder_is_expanded_into_its_jobs_and_gets_the_report(runs, tmp_pa
     sweep = tmp_path / "multiruns" / "2026-12-01_10-00-00"
     shutil.copytree(runs["tsn"], sweep / "2")
     shutil.copytree(runs["rsa"], sweep / "10")  # job 10 after job 2 (by number, not by name)
+    (sweep / "5").mkdir()  # a job that failed before writing anything: a row that says so, not dropped
     (sweep / ".submitit").mkdir()
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     monkeypatch.chdir(tmp_path)
     assert main([str(sweep)]) == 0
     rows = parse_table(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == ["tsn_tiny", "rsa_tiny"]
+    assert [r["model"] for r in rows] == ["tsn_tiny", "n/a", "rsa_tiny"]
     check_row(rows[0], sweep / "2")
-    check_row(rows[1], sweep / "10")
+    assert rows[1]["notes"].startswith("empty folder: the job ended before writing any file")
+    check_row(rows[2], sweep / "10")
     assert (sweep / REPORT_FILE).is_file() and (sweep / CURVES_FILE).is_file()  # default --out: the sweep folder
     assert not (tmp_path / REPORT_FILE).exists()
 

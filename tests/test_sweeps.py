@@ -124,7 +124,9 @@ def test_summary_of_completed_failed_and_unfinished_jobs(sweep):
     assert table[1]["log_file"] == str(sweep / "1" / "train.log")
     md = md_path.read_text()
     assert "| job | overrides | val/acc1 (%) | best epoch | status | error | run dir |" in md
-    assert f"| 0 | seed=1 model.optimizer.lr=0.01 | 54.03 | 3 | completed |  | {sweep / '0'} |" in md
+    # best epoch 3 in result.json (from 0, as the csv keeps it) is epoch 4 on the console and in the markdown
+    assert table[0]["best_epoch"] == "3"
+    assert f"| 0 | seed=1 model.optimizer.lr=0.01 | 54.03 | 4 | completed |  | {sweep / '0'} |" in md
     assert "| 1 | seed=1 model.optimizer.lr=-1 |  |  | failed | ValueError: Nesterov momentum" in md
     assert "4 jobs, 2 completed, 1 failed, 1 not finished" in md
 

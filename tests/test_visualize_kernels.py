@@ -5,6 +5,7 @@ callback (PNGs, TensorBoard and W&B images, training unchanged)."""
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -244,6 +245,9 @@ def test_tool_position_layer_and_track_gif(tiny_run) -> None:
         (["position=[9,1,1]"], "outside the clip"),
         (["position=middle"], "is not a position"),
         (["track=[3,28,20]"], "e.g. track=[[0,20,10],[1,20,14]]"),
+        (["out=kernels.jpg"], "out=kernels.jpg: the picture is written as PNG; give a file name ending in .png"),
+        (["gif_frame_ms=0"], "gif_frame_ms=0: give how long each GIF frame is shown in milliseconds"),
+        (["gif_frame_ms=fast"], "gif_frame_ms=fast"),
         (["device=cuda"] if not torch.cuda.is_available() else ["position=middle"], "is not a position|device=cuda"),
     ],
 )
@@ -251,6 +255,22 @@ def test_tool_bad_input_is_a_user_error(tiny_run, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
         run_tool([f"ckpt_path={tiny_run['ckpt']}", "video=videos/val_00000", *overrides])
     assert classify(raised.value) == 2 and "\n" not in str(raised.value)
+
+
+def test_clip_title_names_the_class_and_the_prediction() -> None:
+    """The figure's first line: video, true class (unless unlabelled), top-1 prediction with its probability."""
+    from rsa_lightning.visualization.kernels import clip_title
+
+    class Fixed(torch.nn.Module):
+        def forward(self, clip: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[0.0, math.log(3.0), 0.0]]).expand(clip.shape[0], 3)  # softmax: 0.2, 0.6, 0.2
+
+    clip = torch.zeros(1, 3, 2, 4, 4)
+    names = ["left", "right", "up"]
+    assert clip_title(Fixed(), clip, "val_7", 0, names, "after epoch 3") == (
+        "val_7,  class: left,  predicted: right (60%),  after epoch 3"
+    )
+    assert clip_title(Fixed(), clip, "clip.mp4", -1, names) == "clip.mp4,  predicted: right (60%)"
 
 
 def test_tool_takes_a_video_id_as_the_split_lists_write_it(tiny_run, tmp_path) -> None:

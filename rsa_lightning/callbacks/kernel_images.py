@@ -17,7 +17,14 @@ from rsa_lightning.data.transforms import normalize
 from rsa_lightning.errors import ConfigError
 from rsa_lightning.utils.console import epoch_label
 from rsa_lightning.visualization.figures import figure_to_array, image_loggers, log_images, save_figure
-from rsa_lightning.visualization.kernels import AUTO, kernel_pictures, render_kernels, rsa_layers, select_layer
+from rsa_lightning.visualization.kernels import (
+    AUTO,
+    clip_title,
+    kernel_pictures,
+    render_kernels,
+    rsa_layers,
+    select_layer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +73,9 @@ class KernelImages(Callback):
         self.layer = layer
         self.output_dir = Path(output_dir) if output_dir else None
         self._layer_name: Optional[str] = None  # None: nothing to picture (no RSA layer)
-        self._clips: Optional[list[tuple[str, torch.Tensor, np.ndarray]]] = None  # (name, uint8 video, frames)
+        self._clips: Optional[list[tuple[str, int, torch.Tensor, np.ndarray]]] = (
+            None  # (name, label, uint8 video, frames)
+        )
         self._positions: dict[str, tuple[int, int, int]] = {}  # clip name -> query pixel (t, y, x)
 
     @staticmethod
@@ -114,7 +123,7 @@ class KernelImages(Callback):
             time.perf_counter() - start,
         )
 
-    def _load_clips(self, datamodule: Any) -> list[tuple[str, torch.Tensor, np.ndarray]]:
+    def _load_clips(self, datamodule: Any) -> list[tuple[str, int, torch.Tensor, np.ndarray]]:
         """The fixed validation clips: (name, uint8 (3, T, H, W) video, uint8 (T, H, W, 3) frames)."""
         datasets = getattr(datamodule, "datasets", None) or {}
         dataset = datasets.get("val")
@@ -134,7 +143,7 @@ class KernelImages(Callback):
         for index in chosen:
             sample = dataset[index * dataset.num_views]  # the video's first view; evaluation: no random numbers
             name = re.sub(r"[^\w.-]+", "_", Path(str(sample["video_id"])).with_suffix("").name)
-            clips.append((name, sample["video"], sample["video"].permute(1, 2, 3, 0).numpy()))
+            clips.append((name, int(sample["label"]), sample["video"], sample["video"].permute(1, 2, 3, 0).numpy()))
         return clips
 
     def render(self, pl_module: pl.LightningModule, datamodule: Any, epoch: int) -> dict[str, np.ndarray]:
@@ -155,8 +164,11 @@ class KernelImages(Callback):
         pl_module.eval()
         try:
             with torch.no_grad():
-                for name, video, frames in self._clips:
+                class_names = list(getattr(datamodule, "class_names", None) or [])
+                for name, label, video, frames in self._clips:
                     clip = normalize(video[None].to(device), mean, std)
+                    # counted from 1, as on the console
+                    title = clip_title(net, clip, name, label, class_names, f"after epoch {epoch + 1}")
                     position = self._positions.get(name)
                     picture = kernel_pictures(
                         net,
@@ -164,7 +176,7 @@ class KernelImages(Callback):
                         clip,
                         frames,
                         None if position is None else [position],
-                        title=f"{name}, after epoch {epoch + 1}",  # counted from 1, as on the console
+                        title=title,
                     )[0]
                     self._positions[name] = picture.pixel
                     figure = render_kernels(picture)

@@ -167,10 +167,14 @@ def is_run_dir(path: Path) -> bool:
 
 
 def sweep_jobs(path: Path) -> list[Path]:
-    """The run folders ``<path>/<job num>/`` of a sweep's folder, by job number (empty for any other folder)."""
+    """The job folders ``<path>/<job num>/`` of a sweep's folder, by job number; empty for a folder none of whose
+    numbered subfolders is a run's. A job folder without any run file (a job that failed before writing one) is
+    kept: its row says so."""
     if not path.is_dir():
         return []
-    jobs = [d for d in path.iterdir() if d.is_dir() and d.name.isdigit() and is_run_dir(d)]
+    jobs = [d for d in path.iterdir() if d.is_dir() and d.name.isdigit()]
+    if not any(is_run_dir(d) for d in jobs):
+        return []
     return sorted(jobs, key=lambda d: int(d.name))
 
 
@@ -453,6 +457,10 @@ def read_run(run_dir: Path) -> RunReport:
     Never raises for a missing or unreadable file of the run: ``notes`` say what is missing or partial.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):  # e.g. a sweep's job that failed before writing anything
+        report = RunReport(path=run_dir, status="empty", task="train", overrides=())
+        report.notes = ["empty folder: the job ended before writing any file (see the sweep's log)"]
+        return report
     notes: list[str] = []
     task = str(_get(_config(run_dir), "task_name") or "train")
     rows: list[dict[str, float]] = []

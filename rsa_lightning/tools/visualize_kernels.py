@@ -38,7 +38,14 @@ from rsa_lightning.data.transforms import normalize
 from rsa_lightning.errors import ConfigError, MissingFileError, handle_errors, run_hydra_main
 from rsa_lightning.inference import LoadedModel, load_model
 from rsa_lightning.visualization.figures import figure_to_array, save_figure
-from rsa_lightning.visualization.kernels import AUTO, kernel_pictures, render_kernels, select_layer, write_gif
+from rsa_lightning.visualization.kernels import (
+    AUTO,
+    clip_title,
+    kernel_pictures,
+    render_kernels,
+    select_layer,
+    write_gif,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,18 @@ def parse_track(value: Any) -> tuple[bool, Optional[list[tuple[int, int, int]]]]
             "list of positions, e.g. track=[[0,20,10],[1,20,14],[2,20,18]]"
         )
     return True, [parse_position(p, key="track") for p in value]
+
+
+def parse_frame_ms(value: Any) -> int:
+    """``gif_frame_ms``: how long each frame of the track's GIF is shown, a positive whole number of milliseconds;
+    ConfigError otherwise."""
+    try:
+        frame_ms = int(str(value))
+    except ValueError:
+        frame_ms = 0
+    if frame_ms <= 0:
+        raise ConfigError(f"gif_frame_ms={value}: give how long each GIF frame is shown in milliseconds, e.g. 500")
+    return frame_ms
 
 
 def find_video(video: str, data: DictConfig) -> VideoRecord:
@@ -149,13 +168,19 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {err}") from err
     position = parse_position(cfg.get("position", AUTO))
     tracked, track = parse_track(cfg.get("track"))
+    frame_ms = parse_frame_ms(cfg.get("gif_frame_ms", 500))
+    if cfg.get("out") and Path(str(cfg.out)).suffix.lower() != ".png":
+        raise ConfigError(
+            f"out={cfg.out}: the picture is written as PNG; give a file name ending in .png (the track's GIF is "
+            "written next to it with the suffix .gif)"
+        )
     record = find_video(str(cfg.video), model.config.data)
     video = read_clip(model, record)  # uint8 (3, T, H, W)
     frames = video.permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
     mean = torch.tensor(model.mean, device=model.device)
     std = torch.tensor(model.std, device=model.device)
     clip = normalize(video[None].to(model.device), mean, std)
-    title = f"{record.video_id}  ({Path(str(cfg.ckpt_path)).name})"
+    title = clip_title(model.net, clip, record.video_id, record.label, model.class_names, Path(str(cfg.ckpt_path)).name)
     picture = kernel_pictures(
         model.net, layer_name, clip, frames, None if position is None else [position], title=title
     )[0]
@@ -169,7 +194,7 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
     if tracked:
         pictures = kernel_pictures(model.net, layer_name, clip, frames, track, track=True, title=title)
         images = [figure_to_array(render_kernels(p)) for p in pictures]
-        written.append(write_gif(images, out.with_suffix(".gif"), int(cfg.get("gif_frame_ms", 500))))
+        written.append(write_gif(images, out.with_suffix(".gif"), frame_ms))
     t, y, x = picture.pixel
     print(f"{layer_name}, query at frame {t}, pixel (y {y}, x {x}): {written[0]}")  # the tool's output
     if tracked:

@@ -153,6 +153,33 @@ def _cell(position: Sequence[int], clip_shape: Sequence[int], feature_shape: Seq
     return tuple(int(p) * f // n for p, f, n in zip(position, feature_shape, clip_shape))
 
 
+def clip_title(
+    net: nn.Module,
+    clip: torch.Tensor,
+    video_id: str,
+    label: int,
+    class_names: Sequence[str],
+    suffix: str = "",
+) -> str:
+    """First line of a kernel figure: ``video_id``, its class (``label`` < 0: unlabelled, left out), the network's
+    top-1 class on ``clip`` (1, 3, T, H, W; normalised as in training; ``net`` in eval mode) with its softmax
+    probability, then ``suffix`` (e.g. the checkpoint, the epoch)."""
+    with torch.no_grad():
+        probabilities = net(clip).float().softmax(dim=-1)[0]  # (K,)
+    confidence, predicted = probabilities.max(dim=0)
+
+    def name(index: int) -> str:
+        return class_names[index] if 0 <= index < len(class_names) else f"class {index}"
+
+    parts = [video_id]
+    if label >= 0:
+        parts.append(f"class: {name(label)}")
+    parts.append(f"predicted: {name(int(predicted))} ({float(confidence):.0%})")
+    if suffix:
+        parts.append(suffix)
+    return ",  ".join(parts)
+
+
 @torch.no_grad()
 def kernel_pictures(
     net: nn.Module,

@@ -267,6 +267,10 @@ def test_eval_config_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"^trainer.precision=16-mixed: fp16"):
         check_eval_config(cfg)
     check_eval_config(compose_config("eval", ["ckpt_path=x.ckpt"], tmp_path / "eval2"))
+    with pytest.raises(
+        ConfigError, match=r"^plots must be true or false \(write the evaluation plots .*e.g. plots=false"
+    ):
+        check_eval_config(compose_config("eval", ["ckpt_path=x.ckpt", "plots=maybe"], tmp_path / "eval3"))
 
 
 # ------------------------------------------------------------------------------------------------- run folder
