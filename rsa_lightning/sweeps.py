@@ -5,8 +5,8 @@
 same way). At its end every job writes ``result.json`` into its folder (``train.py``; :data:`RESULT_FILE`):
 status, overrides, the optimised metric's value, best epoch, error, time. Epochs: ``summary.md`` counts them from
 1, as the console and the run report do; ``summary.csv``'s ``best_epoch`` is ``result.json``'s (from 0, as
-``metrics.csv`` and the checkpoint names count: ``best_epoch_002.ckpt`` is epoch 3). :class:`SweepSummary` (registered in
-``conf/hydra/default.yaml``) turns the folders into ``<sweep dir>/summary.csv`` and ``summary.md``:
+``metrics.csv`` and the checkpoint names count: ``best_epoch_002.ckpt`` is epoch 3). :class:`SweepSummary`
+(registered in ``conf/hydra/default.yaml``) turns the folders into ``<sweep dir>/summary.csv`` and ``summary.md``:
 
 - after every job (``on_job_end``: a sweep killed half-way still has its summary; under submitit this runs in the
   job's own process, so the files are replaced atomically, and the last job to finish writes the complete table);
