@@ -15,7 +15,9 @@ import torch  # noqa: F401  (decord must be imported after torch)
 import decord  # isort: skip
 from rsa_lightning.data.synthetic import (
     MOTIONS,
+    SHAPES,
     TIME_REVERSED,
+    _shape_mask,
     ensure_synthetic_dataset,
     generate_synthetic_dataset,
     plan_clip,
@@ -215,6 +217,20 @@ def test_turning_direction(motion: str, sign: int, seed: int) -> None:
     assert (np.diff(angle) * sign).min() > 0
     assert abs(angle[-1] - angle[0]) > math.pi / 3
     assert np.ptp(_centroids(masks[:, moving[0]]), axis=0).max() < 0.3 * SIZE  # turns in place
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_no_shape_looks_alike_after_less_than_half_a_turn(shape: str) -> None:
+    """A turn of up to 72 degrees per frame (version 6) is never seen as a smaller turn the other way: no shape (its
+    outline alone, without the marker) covers nearly the same pixels after a turn of 30-150 degrees either way (a
+    square or a cross would after 90, an equilateral triangle after 120)."""
+    grid = (np.arange(200) + 0.5) / 100 - 1.0
+    u, v = np.meshgrid(grid, grid, indexing="xy")
+    area = _shape_mask(shape, u, v)
+    for degrees in [*range(30, 151, 10), *range(210, 331, 10)]:
+        c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        turned = _shape_mask(shape, c * u + s * v, -s * u + c * v)  # the shape turned by `degrees`
+        assert (area ^ turned).sum() > 0.15 * area.sum(), f"{shape} looks alike after a turn of {degrees} degrees"
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -50,11 +50,20 @@ Format versions: 1 had small objects and motions (object size 0.095-0.125 of the
 0.5-0.9 pi), with which no TSN-style ResNet (RSA or 3D-conv mixers) left the chance plateau within a CPU budget of
 minutes; 2 had larger objects and motions (size 0.12-0.15, travel 0.40-0.48, turn 0.9-1.3 pi); 3 turned faster
 (1.2-1.6 pi) but kept per-frame hints at the class pair (arrangement, smaller objects in ``converge`` clips): a
-frame-wise ``tsn_tiny`` reached 23-27 %. Version 4 (the default) draws every frame from one distribution as above,
-with version 3's travel (0.42-0.48) and turn (1.2-1.6 pi), an actor of size 0.12-0.14 and a partner of 0.07-0.09
-(sizes vary by R ** u, R 1.65-1.85), each converging object moving 0.12-0.16, and markers about twice as large (a
-turn moves them by 2-3 px per sampled frame). A first draft with a shorter travel (0.32-0.38, version 1's) left
-``rsa_tiny`` at chance for 7 epochs. Measured results are in the README.
+frame-wise ``tsn_tiny`` reached 23-27 %. Version 4 draws every frame from one distribution as above, with version
+3's travel (0.42-0.48) and turn (1.2-1.6 pi), an actor of size 0.12-0.14 and a partner of 0.07-0.09 (sizes vary
+by R ** u, R 1.65-1.85), each converging object moving 0.12-0.16, and markers about twice as large; a first draft with a
+shorter travel (0.32-0.38, version 1's) left ``rsa_tiny`` at chance for 7 epochs, the final one for 8 (16-frame
+clips, of which training samples 8). Version 5 made the motion per sampled frame larger and rotation unambiguous:
+8-frame clips (``num_frames``; training samples every frame, so an object moves twice as far between the frames the
+network sees: a translation about 4 px, 1 px on the 14 x 14 feature maps), no square or cross (they look alike after
+a quarter turn, so a turn of more than 45 degrees per frame would look like a smaller turn the other way; the other
+shapes never look alike after less than half a turn), a turn of 1.6-2.0 pi (41-51 degrees per frame). On 8-frame
+version-4 clips ``rsa_tiny`` left the chance plateau after 4 epochs and on version 5 after 2, but in both it told
+the two turning directions apart no better than chance (89 % and 88 % at epoch 12, every other class nearly always
+right). Version 6 (the default) turns by 2.4-2.8 pi (62-72 degrees per frame) and puts the markers 0.6-0.65 of the
+object's size off its centre, so that the marker of a mid-size object moves by about 6 px per frame (1.5 px of the
+feature map). Measured results are in the README.
 
 Conventions
 -----------
@@ -125,10 +134,10 @@ TIME_REVERSED: dict[str, str] = {
 }
 """Reverse class -> forward class it is rendered from (frame order reversed)."""
 
-SHAPES = ("square", "triangle", "ell", "cross", "notched_ellipse", "tee")
+SHAPES = ("triangle", "ell", "notched_ellipse", "tee")  # none looks alike after less than half a turn
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
-FORMAT_VERSION = 4  # history in the module docstring; a dataset of another version is regenerated
+FORMAT_VERSION = 6  # history in the module docstring; a dataset of another version is regenerated
 SPLITS = ("train", "val")
 _SUPERSAMPLE = 2
 _CRF = 16
@@ -139,7 +148,7 @@ _PARTNER_SIZE = (0.07, 0.09)  # the partner's s (smaller: it leaves room for the
 _SIZE_RATIO = (1.65, 1.85)  # R: largest / smallest size of a `closer` clip
 _TRAVEL = (0.42, 0.48)  # L: distance a translated object moves over the clip
 _CONVERGE_TRAVEL = (0.12, 0.16)  # distance each `converge` object moves towards the other
-_TURN = (1.2 * math.pi, 1.6 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
+_TURN = (2.4 * math.pi, 2.8 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
 _BORDER = 1.0  # pixels between an object's bounding disc and the frame border
 _CLOSEST = 0.25  # the centres stay this many mid sizes apart along the converging axis, for all phases
 _CONVERGE_VISIBLE = 0.5  # least fall of the converging objects' distance, relative to 2 x their travel
@@ -196,14 +205,10 @@ class ClipPlan:
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside test in object coordinates (unit disc); ``+u`` is the object's 'front', ``+v`` its 'down'."""
     au, av_ = np.abs(u), np.abs(v)
-    if shape == "square":
-        return (au <= 0.68) & (av_ <= 0.68)
     if shape == "triangle":  # isosceles, apex at +u
         return (u >= -0.62) & (0.47 * u + av_ <= 0.47)  # sides from (1, 0) to (-0.62, +-0.76)
     if shape == "ell":
         return ((u >= -0.65) & (u <= -0.2) & (av_ <= 0.7)) | ((au <= 0.65) & (v >= 0.25) & (v <= 0.7))
-    if shape == "cross":
-        return ((au <= 0.25) & (av_ <= 0.9)) | ((av_ <= 0.25) & (au <= 0.9))
     if shape == "notched_ellipse":
         ellipse = u * u / (0.95 * 0.95) + v * v / (0.6 * 0.6) <= 1.0
         notch = (u - 0.95) ** 2 + v * v <= 0.35 * 0.35
@@ -213,15 +218,14 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-# (u, v, radius) of the contrasting marker: off the centre and about 5 px across for a mid-size object, so that a
-# turn moves it by a few pixels per frame (visible on the 14 x 14 feature maps of a 56 x 56 crop); clipped to the shape.
+# (u, v, radius) of the contrasting marker: 0.6-0.65 of the size off the centre and about 4 px across for a mid-size
+# object, so that a turn moves it by about 6 px per frame (1.5 px of the 14 x 14 feature maps of a 56 x 56 crop);
+# clipped to the shape.
 _MARKERS: dict[str, tuple[float, float, float]] = {
-    "square": (0.36, 0.36, 0.28),
-    "triangle": (0.25, 0.0, 0.28),
-    "ell": (-0.42, -0.42, 0.23),
-    "cross": (0.6, 0.0, 0.26),
-    "notched_ellipse": (-0.5, 0.0, 0.3),
-    "tee": (0.0, 0.58, 0.22),
+    "triangle": (-0.4, 0.45, 0.22),
+    "ell": (-0.42, -0.5, 0.22),
+    "notched_ellipse": (-0.62, 0.0, 0.28),
+    "tee": (0.0, 0.62, 0.2),
 }
 
 
@@ -450,7 +454,7 @@ def _forward_tracks(motion: str, rng: np.random.Generator, *, num_frames: int, s
 
 
 def plan_tracks(
-    motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64
+    motion: str, rng: np.random.Generator, *, num_frames: int = 8, size: int = 64
 ) -> tuple[ObjectTrack, ...]:
     """The object tracks ``(partner, actor)`` of a clip of class ``motion``, drawn from ``rng`` (geometry only).
 
@@ -483,7 +487,7 @@ def _reverse_track(track: ObjectTrack) -> ObjectTrack:
     )
 
 
-def plan_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64) -> ClipPlan:
+def plan_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 8, size: int = 64) -> ClipPlan:
     """Draw everything random about one clip of class ``motion`` from ``rng``: background, appearance, tracks.
 
     A reverse class (see :data:`TIME_REVERSED`) consumes ``rng`` exactly like its forward partner and yields the
@@ -537,7 +541,7 @@ def render_plan(plan: ClipPlan, *, with_masks: bool = False) -> tuple[np.ndarray
     return frames, masks
 
 
-def render_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64) -> np.ndarray:
+def render_clip(motion: str, rng: np.random.Generator, *, num_frames: int = 8, size: int = 64) -> np.ndarray:
     """Render one clip of class ``motion`` (a key of :data:`MOTIONS`) to uint8 RGB frames ``(T, H, W, 3)``.
 
     Deterministic: the same ``rng`` state gives bit-identical frames. For a reverse class the frames are exactly
@@ -652,7 +656,7 @@ def generate_synthetic_dataset(
     motions: Sequence[str] = tuple(MOTIONS),
     train_per_class: int,
     val_per_class: int,
-    num_frames: int = 16,
+    num_frames: int = 8,
     size: int = 64,
     fps: int = 12,
     seed: int = 0,
@@ -796,7 +800,7 @@ def ensure_synthetic_dataset(
     motions: Sequence[str] = tuple(MOTIONS),
     train_per_class: int,
     val_per_class: int,
-    num_frames: int = 16,
+    num_frames: int = 8,
     size: int = 64,
     fps: int = 12,
     seed: int = 0,
