@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,55 @@ def free_decoders_before_later_forks():
     Collect them here, in this process."""
     yield
     gc.collect()
+
+
+class Background:
+    """A command started in the background, so that processes that do not depend on each other run side by side
+    (most of a ``train.py`` process's first seconds are imports on one core). Its output goes to temporary files: a
+    full pipe never stalls it, however long the others take. :meth:`finish` waits and returns the result."""
+
+    def __init__(self, args: list[str], **popen_kwargs) -> None:
+        self.args = args
+        self._files = [tempfile.TemporaryFile("w+") for _ in range(2)]  # noqa: SIM115 - closed by finish()
+        self.proc = subprocess.Popen(args, stdout=self._files[0], stderr=self._files[1], text=True, **popen_kwargs)
+
+    def finish(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Waits for the command (killed after ``timeout`` seconds: TimeoutExpired); its exit code and output."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        output = []
+        for file in self._files:
+            file.seek(0)
+            output.append(file.read())
+            file.close()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode, *output)
+
+    def stop(self) -> None:
+        """Kills the command if it still runs (a test that would have waited for it was not run)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for file in self._files:
+            file.close()
+
+
+def run_side_by_side(
+    commands: dict[str, tuple[list[str], dict]], at_once: int = 3, timeout: float = 600
+) -> dict[str, subprocess.CompletedProcess]:
+    """Runs independent commands (name -> (args, keyword arguments of subprocess.Popen)), ``at_once`` at a time;
+    returns name -> exit code and output. For command-line tests of commands refused in their first seconds, which
+    are mostly imports on one core (a few at once keep memory small)."""
+    results, running, waiting = {}, {}, list(commands.items())
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            name, (args, kwargs) = waiting.pop(0)
+            running[name] = Background(args, **kwargs)
+        name = next(iter(running))  # the oldest: started first, likely done first
+        results[name] = running.pop(name).finish(timeout=timeout)
+    return {name: results[name] for name in commands}
 
 
 def train_tiny_run(tmp: Path) -> dict[str, Path]:
@@ -113,9 +164,12 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path):
 
 
 def tiny_synthetic_overrides(root: Path) -> list[str]:
-    """The real synthetic data config shrunk to seconds: 10 classes x 2 train / 1 val clips of 8 frames at 32 px."""
+    """The real synthetic data config shrunk to seconds: 10 classes x 2 train / 1 val clips of 8 frames at 32 px,
+    rendered in the process that needs them (a pool of generator processes takes seconds to start, the 30 clips a
+    fraction of one; the pool itself is tested in test_synthetic.py)."""
     return [
         f"data.root={root}",
+        "data.prepare.workers=0",
         "data.prepare.train_per_class=2",
         "data.prepare.val_per_class=1",
         "data.prepare.num_frames=8",

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import hydra
 import torch
-from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, Background, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.data.exclusions import write_exclusions
 from rsa_lightning.evaluate import evaluate
@@ -61,6 +60,13 @@ def test_ddp_eval_equals_single_process_eval(tmp_path):
         "trainer.enable_progress_bar=false",
     ]
 
+    # two processes, launched as a user would; started first, they run while this process evaluates alone
+    logs = tmp_path / "logs"
+    ddp_eval = Background(
+        [sys.executable, str(ROOT / "eval.py"), *overrides, "trainer=ddp_cpu", f"paths.log_dir={logs}"],
+        env={**launcher_free_environment(), "OMP_NUM_THREADS": "1"},
+    )
+
     # one process, in this one
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -71,15 +77,7 @@ def test_ddp_eval_equals_single_process_eval(tmp_path):
         torch.set_num_threads(threads)
     assert metrics["num_videos"] == 7 and metrics["views_per_video"] == 6 and not metrics["skipped_videos"]
 
-    # two processes, launched as a user would
-    logs = tmp_path / "logs"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), *overrides, "trainer=ddp_cpu", f"paths.log_dir={logs}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**launcher_free_environment(), "OMP_NUM_THREADS": "1"},
-    )
+    result = ddp_eval.finish(timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((logs / "eval" / "runs").iterdir())
     assert len(runs) == 1, f"one run folder for all ranks, got {runs}"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import hydra
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, Background, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.train import train
 
@@ -60,7 +60,24 @@ class Recorder(pl.Callback):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synthetic")  # generated once, by the first run
+    """The generated videos, made once here (the command-line run below reads them while this process trains)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    data = compose_config("train", tiny_synthetic_overrides(root), root.parent / "compose").data
+    hydra.utils.instantiate(data).prepare_data()
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def command_line_run(tmp_path_factory, data_root) -> Iterator[tuple[Path, Background]]:
+    """``train.py debug=fast_dev_run`` as a user runs it, started when this module starts: it runs while the tests
+    in this process do, and test_fast_dev_run_from_the_command_line_writes_under_logs_debug checks it. Returns its
+    ``paths.log_dir`` and the process (stopped at the end of the module when that test did not run)."""
+    log_dir = tmp_path_factory.mktemp("command_line") / "logs"
+    args = [*tiny_synthetic_overrides(data_root), *CPU, "debug=fast_dev_run", f"paths.log_dir={log_dir}"]
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+    proc = Background([sys.executable, str(ROOT / "train.py"), *args], env=env)
+    yield log_dir, proc
+    proc.stop()
 
 
 def run_preset(preset: str, run_dir: Path, data_root: Path, extra: Sequence[str] = ()) -> Recorder:
@@ -139,11 +156,10 @@ def test_anomaly_detection_names_the_op_that_made_a_nan(tmp_path, data_root):
     assert Recorder.last.anomaly_enabled == [True]
 
 
-def test_fast_dev_run_from_the_command_line_writes_under_logs_debug(tmp_path, data_root):
+def test_fast_dev_run_from_the_command_line_writes_under_logs_debug(command_line_run):
     """train.py itself: the run folder Hydra creates is <log_dir>/debug/runs/<time>/ with its CSV log."""
-    log_dir = tmp_path / "logs"
-    args = [*tiny_synthetic_overrides(data_root), *CPU, "debug=fast_dev_run", f"paths.log_dir={log_dir}"]
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
-    subprocess.run([sys.executable, str(ROOT / "train.py"), *args], check=True, env=env, capture_output=True)
+    log_dir, proc = command_line_run
+    done = proc.finish(timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (log_dir / "debug" / "runs").iterdir()
     assert (run / "csv" / "metrics.csv").is_file() and (run / "train.log").is_file()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import NO_PICTURES, ROOT, compose_config, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, Background, compose_config, tiny_synthetic_overrides
 
 import rsa_lightning
 from rsa_lightning.data.exclusions import write_exclusions
@@ -259,6 +259,16 @@ def test_mean_class_accuracy_is_one_number_in_training_eval_and_files(run):
 def test_predict_tool_and_load_model_give_the_eval_prediction(run):
     tmp = run["tmp"]
     checkpoint = run["dir"] / "checkpoints" / "last.ckpt"
+    root = tmp / "synthetic"
+    # the command-line tool on the first generated validation mp4, started first: it runs while this process
+    # evaluates, and is checked at the end
+    listed = (root / "annotations" / "val.txt").read_text().split()[0]  # the video's path below the data root
+    video, video_id = root / listed, listed.rsplit(".", 1)[0]  # list ids: the path without its suffix
+    tool = Background(
+        [sys.executable, "-m", "rsa_lightning.tools.predict", f"ckpt_path={checkpoint}", f"video={video}"],
+        cwd=ROOT,
+        env=clean_env(OMP_NUM_THREADS="1"),
+    )
     evaluated = run_eval(checkpoint, tmp / "eval_predict")
     rows = {r["video_id"]: r for r in csv.DictReader(Path(evaluated["predictions_file"]).read_text().splitlines())}
     eval_scores = torch.load(evaluated["scores_file"])
@@ -266,24 +276,16 @@ def test_predict_tool_and_load_model_give_the_eval_prediction(run):
     # the Python API, on a folder of the split's videos
     model = rsa_lightning.load_model(checkpoint)
     assert not model.net.training and model.num_frames == 4 and model.crop_size == 32 and len(model.class_names) == 10
-    root = tmp / "synthetic"
-    val_videos = [root / f"{video_id}.mp4" for video_id in rows]  # list ids: the path without its suffix
+    val_videos = [root / f"{video_id}.mp4" for video_id in rows]
     with one_thread():
         fused = rsa_lightning.predict_scores(model, val_videos)
     assert fused.video_ids == [str(v) for v in val_videos]
     order = [eval_scores["video_ids"].index(video_id) for video_id in rows]
     assert torch.allclose(fused.scores, eval_scores["scores"][order], atol=1e-6)
 
-    # the command-line tool on one generated mp4
-    video, video_id = val_videos[0], next(iter(rows))
-    result = subprocess.run(
-        [sys.executable, "-m", "rsa_lightning.tools.predict", f"ckpt_path={checkpoint}", f"video={video}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=clean_env(OMP_NUM_THREADS="1"),
-    )
+    # the command-line tool's prediction is the eval prediction
+    assert video in val_videos
+    result = tool.finish(timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     lines = lines[lines.index(str(video)) :]
@@ -346,6 +348,15 @@ def test_predict_reports_a_video_that_cannot_be_decoded(run, tmp_path):
     folder.mkdir()
     (folder / "a_good.mp4").write_bytes(good.read_bytes())
     (folder / "b_broken.mp4").write_text("not a video")
+    # the command-line tool on the folder, started first (it runs while this process predicts, checked at the end):
+    # the good video scored and written, exit code 1 naming the other
+    out = tmp_path / "preds.csv"
+    tool = Background(
+        [sys.executable, "-m", "rsa_lightning.tools.predict", f"ckpt_path={checkpoint}", f"video={folder}"]
+        + [f"output={out}", f"hydra.run.dir={tmp_path / 'predict'}"],
+        cwd=ROOT,
+        env=clean_env(OMP_NUM_THREADS="1"),
+    )
     with one_thread():
         both = rsa_lightning.predict_videos(model, folder)
         alone = rsa_lightning.predict_videos(model, folder / "a_good.mp4")
@@ -354,17 +365,7 @@ def test_predict_reports_a_video_that_cannot_be_decoded(run, tmp_path):
     assert both[good_id] == alone[good_id] and len(alone[good_id]) == 5
     with pytest.raises(VideoDecodeError, match="no video could be decoded: .*b_broken.mp4"):
         rsa_lightning.predict_scores(model, folder / "b_broken.mp4")
-    # the command-line tool: the good video scored and written, exit code 1 naming the other
-    out = tmp_path / "preds.csv"
-    result = subprocess.run(
-        [sys.executable, "-m", "rsa_lightning.tools.predict", f"ckpt_path={checkpoint}", f"video={folder}"]
-        + [f"output={out}", f"hydra.run.dir={tmp_path / 'predict'}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=clean_env(OMP_NUM_THREADS="1"),
-    )
+    result = tool.finish(timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 2 videos could not be decoded and are not scored: " in result.stderr
     assert "Traceback" not in result.stderr

@@ -34,7 +34,6 @@ def tiny_overrides(data_root: Path, model: str) -> list[str]:
         *TINY_TRAINING,
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=1",
-        "data.prepare.workers=0",  # 30 tiny clips: rendered in this process, no worker pool to start
     ]
 
 

@@ -14,9 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
-from conftest import NO_PICTURES, ROOT, tiny_synthetic_overrides
+from conftest import NO_PICTURES, ROOT, Background, compose_config, tiny_synthetic_overrides
 
 from rsa_lightning.callbacks.epoch_summary import CLIPS_PER_S, EPOCH_TIME_S
 from rsa_lightning.resume import find_run_dir, refused_overrides, resume_config
@@ -39,19 +40,22 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        capture_output=True,
-        text=True,
-        env=env(tmp_path),
-        timeout=600,
-    )
+def start(tmp_path: Path, *overrides: str) -> Background:
+    """``train.py <overrides>`` in the background (runs that do not depend on each other go side by side, one CPU
+    thread each)."""
+    return Background([sys.executable, str(ROOT / "train.py"), *overrides], env=env(tmp_path))
+
+
+def finish(proc: Background, check: bool = True) -> subprocess.CompletedProcess:
+    """Waits for a :func:`start` ed run; ``check``: it must have succeeded."""
+    done = proc.finish(timeout=600)
     if check:
-        assert proc.returncode == 0, (
-            f"train.py {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
+        assert done.returncode == 0, f"{' '.join(proc.args[1:])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def run(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    return finish(start(tmp_path, *overrides), check=check)
 
 
 def run_overrides(tmp_path: Path, run_dir: Path, marker: Path, kill_at: int = KILL_AT_STEP) -> list[str]:
@@ -114,19 +118,26 @@ def tensorboard_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("resume")
+    # the generated videos, made here once: the three runs below start side by side and only read them
+    data = compose_config("train", tiny_synthetic_overrides(tmp / "data"), tmp / "compose").data
+    hydra.utils.instantiate(data).prepare_data()
     whole, killed = tmp / "whole", tmp / "killed"
     done = tmp / "whole_not_killed"
     done.write_text("never kill the reference run\n")
-    run(tmp, *run_overrides(tmp, whole, done))
     marker = tmp / "killed_marker"
-    proc = run(tmp, *run_overrides(tmp, killed, marker), check=False)
-    assert proc.returncode == -9 and marker.exists(), (
-        f"expected a SIGKILL at step {KILL_AT_STEP}:\n{proc.stderr[-3000:]}"
-    )
     # killed as the second epoch starts: the newest checkpoint is the end of the first epoch
     at_epoch_end = tmp / "killed_at_epoch_end"
-    proc = run(tmp, *run_overrides(tmp, at_epoch_end, tmp / "marker2", kill_at=STEPS_PER_EPOCH), check=False)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    procs = [
+        start(tmp, *run_overrides(tmp, whole, done)),
+        start(tmp, *run_overrides(tmp, killed, marker)),
+        start(tmp, *run_overrides(tmp, at_epoch_end, tmp / "marker2", kill_at=STEPS_PER_EPOCH)),
+    ]
+    whole_run, killed_run, at_epoch_end_run = [finish(proc, check=False) for proc in procs]
+    assert whole_run.returncode == 0, f"the reference run failed:\n{whole_run.stderr[-3000:]}"
+    assert killed_run.returncode == -9 and marker.exists(), (
+        f"expected a SIGKILL at step {KILL_AT_STEP}:\n{killed_run.stderr[-3000:]}"
+    )
+    assert at_epoch_end_run.returncode == -9, at_epoch_end_run.stderr[-3000:]
     return {"tmp": tmp, "whole": whole, "killed": killed, "at_epoch_end": at_epoch_end}
 
 
@@ -135,6 +146,10 @@ def test_run_killed_after_an_epoch_resumes_with_the_next_epoch(runs):
     last = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == STEPS_PER_EPOCH and last["epoch"] == 0  # the end-of-epoch checkpoint
     run(runs["tmp"], f"resume={killed}")
+    # resuming the now finished run trains nothing, writes nothing and says how to go on (started here, checked
+    # below, after the comparison with the uninterrupted run, which only reads the folder)
+    before = sorted(p.name for p in killed.rglob("*"))
+    finished = start(runs["tmp"], f"resume={killed}")
     ref = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     out = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert out["global_step"] == ref["global_step"]
@@ -142,9 +157,7 @@ def test_run_killed_after_an_epoch_resumes_with_the_next_epoch(runs):
         assert torch.equal(value, out["state_dict"][name]), f"{name} differs from the uninterrupted run"
     assert logged_values(killed) == logged_values(whole)
     assert tensorboard_points(killed) == tensorboard_points(whole)  # the killed process's extra points are purged
-    # resuming a finished run trains nothing, writes nothing and says how to go on
-    before = sorted(p.name for p in killed.rglob("*"))
-    done = run(runs["tmp"], f"resume={killed}")
+    done = finish(finished)
     assert "has already trained 2 of trainer.max_epochs=2 epochs" in done.stdout
     assert "trainer.max_epochs=3" in done.stdout and sorted(p.name for p in killed.rglob("*")) == before
 

@@ -1,7 +1,8 @@
 """The Optuna search (``hparams_search=rsa_tiny_optuna``) through the real ``train.py -m``, on generated videos.
 
-Each trial is a real training run (one epoch of two steps); the sweeper reads the value ``train.py`` returns
-(``optimized_metric``, val/acc1) and writes ``optimization_results.yaml`` into the sweep folder.
+Each trial is a real training run (one epoch of one step and one validation batch, no sanity check); the sweeper
+reads the value ``train.py`` returns (``optimized_metric``, val/acc1) and writes ``optimization_results.yaml`` into
+the sweep folder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from conftest import ROOT, TINY_TRAINING, tiny_synthetic_overrides
 from omegaconf import OmegaConf
 
 SEARCHED = ["model.optimizer.lr", "model.weight_decay", "model.net.dropout"]
-TINY_TRIAL = TINY_TRAINING
+TINY_TRIAL = [*TINY_TRAINING, "trainer.limit_train_batches=1", "trainer.num_sanity_val_steps=0"]
 
 
 @pytest.fixture(scope="module")

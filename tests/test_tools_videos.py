@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from conftest import ROOT, compose_config, decoded_frame_index, write_brightness_video
+import pytest
+from conftest import ROOT, Background, compose_config, decoded_frame_index, write_brightness_video
 from test_decoding import OPEN_GOP_X264, pattern_frame, sequential_frames, write_pattern_video
 
 from rsa_lightning.data.annotations import VideoRecord
@@ -49,6 +50,30 @@ EXPECTED_EXCLUSIONS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scan_command_line(tmp_path_factory) -> Iterator[tuple[Path, Path, Background]]:
+    """``python -m rsa_lightning.tools.scan_videos`` on its own copy of the data set, started when this module
+    starts: it runs while the other tests do, and test_scan_command_line checks it. Returns the data set, the
+    exclusion list it is told to write and the process (stopped at the end when that test did not run)."""
+    tmp_path = tmp_path_factory.mktemp("scan_command_line")
+    root = make_list_dataset(tmp_path / "ds")
+    out = tmp_path / "lists" / "excluded.txt"
+    command = [
+        sys.executable,
+        "-m",
+        "rsa_lightning.tools.scan_videos",
+        f"data.root={root}",
+        "data.num_classes=3",
+        "splits=[train,val]",
+        "workers=1",
+        f"exclusions_file={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = Background(command, cwd=tmp_path, env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+    yield root, out, proc
+    proc.stop()
+
+
 def test_scan_writes_the_exclusion_and_open_gop_lists(tmp_path):
     root = make_list_dataset(tmp_path / "ds")
     overrides = [f"data.root={root}", "data.num_classes=3", "splits=[train,val]", "workers=2", "seek_check_samples=8"]
@@ -69,22 +94,9 @@ def test_scan_writes_the_exclusion_and_open_gop_lists(tmp_path):
     assert {(e.split, e.video_id) for e in rescan.exclusions} == EXPECTED_EXCLUSIONS
 
 
-def test_scan_command_line(tmp_path):
-    root = make_list_dataset(tmp_path / "ds")
-    out = tmp_path / "lists" / "excluded.txt"
-    command = [
-        sys.executable,
-        "-m",
-        "rsa_lightning.tools.scan_videos",
-        f"data.root={root}",
-        "data.num_classes=3",
-        "splits=[train,val]",
-        "workers=1",
-        f"exclusions_file={out}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+def test_scan_command_line(scan_command_line):
+    root, out, proc = scan_command_line
+    done = proc.finish(timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {(e.split, e.video_id) for e in read_exclusion_entries(out)} == EXPECTED_EXCLUSIONS
     assert "excluded val/videos/missing" in done.stdout and (root / "open_gop.txt").is_file()

@@ -106,12 +106,18 @@ def _run(script: str, *overrides: str, tmp) -> subprocess.CompletedProcess:
     )
 
 
+# train.py model=nope: also run, with these assertions, by reliability/test_config_checks.py
+# (test_train_unknown_option_or_key_short_hydra_message_exit_2[model=nope])
+@pytest.mark.slow
 def test_unknown_config_option_fails_clearly(tmp_path):
     result = _run("train.py", "model=nope", tmp=tmp_path)
     assert result.returncode != 0
     assert "model/nope" in result.stderr and "rsa_tiny" in result.stderr  # names the choices
 
 
+# covered in the default suite by reliability/test_config_checks.py: the message (num_frames_zero, in this process)
+# and the command line refusing a value before generating any data (test_train_fp16_on_cpu_exits_2_before_...)
+@pytest.mark.slow
 def test_invalid_value_fails_before_training(tmp_path):
     result = _run("train.py", "data.num_frames=0", f"data.root={tmp_path / 'never'}", tmp=tmp_path)
     assert result.returncode != 0
@@ -122,5 +128,11 @@ def test_invalid_value_fails_before_training(tmp_path):
 def test_eval_requires_a_checkpoint(tmp_path):
     result = _run("eval.py", tmp=tmp_path)
     assert result.returncode != 0 and "ckpt_path" in result.stderr
+
+
+# eval.py ckpt_path=<missing file>: also run, with these assertions, by
+# reliability/test_errors.py::test_eval_missing_checkpoint_exits_2
+@pytest.mark.slow
+def test_eval_names_a_missing_checkpoint(tmp_path):
     result = _run("eval.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", tmp=tmp_path)
     assert result.returncode != 0 and "missing.ckpt does not exist" in result.stderr

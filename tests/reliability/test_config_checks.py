@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, run_side_by_side
 
 from rsa_lightning.config_checks import (
     check_eval_config,
@@ -283,15 +283,12 @@ def test_unwritable_reason(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- through train.py
-def _train(*overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
+# Each command below is refused within seconds, mostly train.py's imports on one core: the fixture `refused` runs
+# them all, a few side by side, when the first of these tests needs them; each test checks its own.
+def _train(*overrides: str, log_dir: Path) -> tuple[list[str], dict]:
+    """The ``train.py`` command (and its Popen keyword arguments) of one case of :func:`refused`."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={log_dir}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={log_dir}", *overrides], {"env": env}
 
 
 def _one_message(result: subprocess.CompletedProcess) -> str:
@@ -303,34 +300,9 @@ def _one_message(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("override", ["model=nope", "data.nope=1", "data=nope"])
-def test_train_unknown_option_or_key_short_hydra_message_exit_2(override, tmp_path):
-    result = _train(override, log_dir=tmp_path / "logs")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    assert "nope" in result.stderr and len(result.stderr.strip().splitlines()) <= 20
-    assert not (tmp_path / "logs").exists()  # refused before the run folder
-
-
-@pytest.mark.parametrize("name", ["ssv2", "list"])
-def test_train_without_data_root_exits_2_before_building_anything(name, tmp_path):
-    run_dir = tmp_path / "run"
-    result = _train(f"data={name}", f"hydra.run.dir={run_dir}", log_dir=tmp_path / "logs")
-    message = _one_message(result)
-    assert message.startswith(f"error: data.root is not set: data={name} needs data.root=/path/to/")
-    log = (run_dir / "train.log").read_text()
-    assert "Traceback" in log and "ConfigError" in log
-    assert "parameters" not in log and not (run_dir / "checkpoints").exists()  # no model, no trainer
-
-
-def test_train_fp16_on_cpu_exits_2_before_generating_data(tmp_path):
-    root = tmp_path / "synthetic"
-    result = _train("trainer.accelerator=cpu", "trainer.precision=16-mixed", f"data.root={root}", log_dir=tmp_path)
-    assert _one_message(result).startswith("error: trainer.precision=16-mixed: fp16 mixed precision needs a CUDA GPU")
-    assert not root.exists()
-
-
-def _unwritable_log_dir(kind: str, tmp_path: Path) -> Path:
+def _unwritable_log_dir(kind: str, tmp_path: Path) -> Path | None:
+    """A ``paths.log_dir`` that cannot be created (below a file, or in a folder this user may not write), or None
+    when this user may write anywhere."""
     if kind == "file":
         blocker = tmp_path / "a_file"
         blocker.write_text("")
@@ -344,21 +316,83 @@ def _unwritable_log_dir(kind: str, tmp_path: Path) -> Path:
     except OSError:
         return Path("/sys/rsa_logs")
     os.rmdir("/sys/rsa_write_probe")
-    pytest.skip("no unwritable folder for this user")
+    return None
 
 
-@pytest.mark.parametrize("kind", ["file", "permission"])
-def test_train_unwritable_output_folder_one_message_exit_2(kind, tmp_path):
-    log_dir = _unwritable_log_dir(kind, tmp_path)
-    message = _one_message(_train(log_dir=log_dir))
+UNKNOWN = ["model=nope", "data.nope=1", "data=nope"]
+WITHOUT_ROOT = ["ssv2", "list"]
+UNWRITABLE = ["file", "permission"]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess | None]]:
+    """Every train.py case of the tests below: case -> (its folder, its result; None: the case cannot be made)."""
+    folders, commands = {}, {}
+    for override in UNKNOWN:
+        tmp = folders[override] = tmp_path_factory.mktemp("unknown")
+        commands[override] = _train(override, log_dir=tmp / "logs")
+    for name in WITHOUT_ROOT:
+        tmp = folders[f"data={name}"] = tmp_path_factory.mktemp(f"without_root_{name}")
+        commands[f"data={name}"] = _train(f"data={name}", f"hydra.run.dir={tmp / 'run'}", log_dir=tmp / "logs")
+    tmp = folders["fp16"] = tmp_path_factory.mktemp("fp16")
+    commands["fp16"] = _train(
+        "trainer.accelerator=cpu", "trainer.precision=16-mixed", f"data.root={tmp / 'synthetic'}", log_dir=tmp
+    )
+    for kind in UNWRITABLE:
+        tmp = folders[kind] = tmp_path_factory.mktemp(f"unwritable_{kind}")
+        log_dir = _unwritable_log_dir(kind, tmp)
+        if log_dir is not None:
+            (tmp / "log_dir.txt").write_text(str(log_dir))
+            commands[kind] = _train(log_dir=log_dir)
+    tmp = folders["run_dir"] = tmp_path_factory.mktemp("unwritable_run_dir")
+    (tmp / "a_file").write_text("")
+    commands["run_dir"] = _train(f"hydra.run.dir={tmp / 'a_file' / 'run'}", log_dir=tmp / "logs")
+    results = run_side_by_side(commands)
+    return {case: (tmp, results.get(case)) for case, tmp in folders.items()}
+
+
+@pytest.mark.parametrize("override", UNKNOWN)
+def test_train_unknown_option_or_key_short_hydra_message_exit_2(override, refused):
+    tmp_path, result = refused[override]
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "nope" in result.stderr and len(result.stderr.strip().splitlines()) <= 20
+    if override == "model=nope":  # an unknown option of a group: Hydra names the group's options
+        assert "model/nope" in result.stderr and "rsa_tiny" in result.stderr
+    assert not (tmp_path / "logs").exists()  # refused before the run folder
+
+
+@pytest.mark.parametrize("name", WITHOUT_ROOT)
+def test_train_without_data_root_exits_2_before_building_anything(name, refused):
+    tmp_path, result = refused[f"data={name}"]
+    run_dir = tmp_path / "run"
+    message = _one_message(result)
+    assert message.startswith(f"error: data.root is not set: data={name} needs data.root=/path/to/")
+    log = (run_dir / "train.log").read_text()
+    assert "Traceback" in log and "ConfigError" in log
+    assert "parameters" not in log and not (run_dir / "checkpoints").exists()  # no model, no trainer
+
+
+def test_train_fp16_on_cpu_exits_2_before_generating_data(refused):
+    tmp_path, result = refused["fp16"]
+    root = tmp_path / "synthetic"
+    assert _one_message(result).startswith("error: trainer.precision=16-mixed: fp16 mixed precision needs a CUDA GPU")
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("kind", UNWRITABLE)
+def test_train_unwritable_output_folder_one_message_exit_2(kind, refused):
+    tmp_path, result = refused[kind]
+    if result is None:
+        pytest.skip("no unwritable folder for this user")
+    log_dir = Path((tmp_path / "log_dir.txt").read_text())
+    message = _one_message(result)
     assert message.startswith(f"error: cannot create the output folder {log_dir}/train/runs/")
     assert f"paths.log_dir=/a/writable/folder (now {log_dir})" in message
 
 
-def test_train_unwritable_run_dir_names_hydra_run_dir(tmp_path):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    message = _one_message(_train(f"hydra.run.dir={blocker / 'run'}", log_dir=tmp_path / "logs"))
+def test_train_unwritable_run_dir_names_hydra_run_dir(refused):
+    message = _one_message(refused["run_dir"][1])
     assert message.endswith("choose another: hydra.run.dir=/a/writable/folder")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_side_by_side
 
 from rsa_lightning import errors
 from rsa_lightning.data.annotations import read_video_list
@@ -91,16 +92,14 @@ def test_report_writes_the_traceback_to_the_log_file_only(tmp_path, capsys):
     assert "Traceback" in logged and "read_video_list" in logged and "error: " in logged
 
 
-def _train(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+# Each command below fails within seconds, mostly the imports of train.py / eval.py on one core: the fixture
+# `refused` runs them all, a few side by side, when the first of these tests needs them; each test checks its own.
+def _train(tmp_path: Path, *overrides: str, env: dict | None = None) -> tuple[list[str], dict]:
+    """The ``train.py`` command (and its Popen keyword arguments) of one case of :func:`refused`."""
     import os
 
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path / 'logs'}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, **(env or {})},
-    )
+    args = [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path / 'logs'}", *overrides]
+    return args, {"env": {**os.environ, **(env or {})}}
 
 
 def _list_dataset(root: Path, train_lines: str) -> list[str]:
@@ -117,9 +116,39 @@ def _list_dataset(root: Path, train_lines: str) -> list[str]:
     ]
 
 
-def test_train_bad_list_file_one_message_exit_2_traceback_in_log(tmp_path):
-    overrides = _list_dataset(tmp_path / "ds", "a.mp4 0\nb.mp4 1\nc.mp4 1\nd.mp4 7\n")
-    result = _train(tmp_path, *overrides)
+CANNOT_COMPOSE = [
+    # the same command as test_config_checks.py::test_train_unknown_option_or_key_short_hydra_message_exit_2,
+    # which checks more of its output: only in `make test-all`
+    pytest.param("model=nope", marks=pytest.mark.slow),
+    "trainer.max_epoch=3",
+    "data.num_frames==",
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory, request) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The commands of the tests below (those of the selected tests): case -> (its folder, its result)."""
+    selected = {item.name for item in request.session.items}
+    folders, commands = {}, {}
+    tmp = folders["bad_list"] = tmp_path_factory.mktemp("bad_list")
+    commands["bad_list"] = _train(tmp, *_list_dataset(tmp / "ds", "a.mp4 0\nb.mp4 1\nc.mp4 1\nd.mp4 7\n"))
+    tmp = folders["full_error"] = tmp_path_factory.mktemp("full_error")
+    overrides = _list_dataset(tmp / "ds", "a.mp4 0\nd.mp4 7\n")
+    commands["full_error"] = _train(tmp, *overrides, env={"HYDRA_FULL_ERROR": "1"})
+    for param in CANNOT_COMPOSE:
+        override = param.values[0] if hasattr(param, "values") else param
+        if f"test_config_hydra_cannot_compose_exits_2[{override}]" in selected:
+            tmp = folders[override] = tmp_path_factory.mktemp("cannot_compose")
+            commands[override] = _train(tmp, override)
+    tmp = folders["eval"] = tmp_path_factory.mktemp("eval_missing_checkpoint")
+    eval_args = [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp / 'missing.ckpt'}", f"paths.log_dir={tmp}"]
+    commands["eval"] = eval_args, {}
+    results = run_side_by_side(commands)
+    return {case: (tmp, results[case]) for case, tmp in folders.items()}
+
+
+def test_train_bad_list_file_one_message_exit_2_traceback_in_log(refused):
+    tmp_path, result = refused["bad_list"]
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -128,30 +157,24 @@ def test_train_bad_list_file_one_message_exit_2_traceback_in_log(tmp_path):
     assert len(logs) == 1 and "Traceback" in logs[0].read_text()
 
 
-def test_hydra_full_error_prints_the_traceback(tmp_path):
-    overrides = _list_dataset(tmp_path / "ds", "a.mp4 0\nd.mp4 7\n")
-    result = _train(tmp_path, *overrides, env={"HYDRA_FULL_ERROR": "1"})
+def test_hydra_full_error_prints_the_traceback(refused):
+    result = refused["full_error"][1]
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "error: " in result.stderr
 
 
-@pytest.mark.parametrize("override", ["model=nope", "trainer.max_epoch=3", "data.num_frames=="])
-def test_config_hydra_cannot_compose_exits_2(tmp_path, override):
-    result = _train(tmp_path, override)
+@pytest.mark.parametrize("override", CANNOT_COMPOSE)
+def test_config_hydra_cannot_compose_exits_2(refused, override):
+    result = refused[override][1]
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 25, result.stderr  # Hydra lists the options of a group
 
 
-def test_eval_missing_checkpoint_exits_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path / 'missing.ckpt'}", f"paths.log_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_eval_missing_checkpoint_exits_2(refused):
+    result = refused["eval"][1]
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and "missing.ckpt" in result.stderr
+    assert "Traceback" not in result.stderr and "missing.ckpt does not exist" in result.stderr
 
 
 def test_train_with_the_frames_backend_on_video_files_is_refused_before_fit(tmp_path):

@@ -203,7 +203,11 @@ def test_slurm_auto_requeue_keeps_sigusr1_for_lightning():
 def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_stops_at_once(data_root, tmp_path):
     common = ["trainer.max_epochs=2", "+callbacks.mark._target_=fault_switch.MarkAtStep", "+callbacks.mark.step=2"]
     run_dir, marker = tmp_path / "once", tmp_path / "at_step_2"
+    twice_dir, twice_marker = tmp_path / "twice", tmp_path / "twice_at_step_2"
+    # both runs side by side; the second waits inside step 2 until it is interrupted (at most 60 s), so it is still
+    # in that step however long the first takes
     proc = start(data_root, run_dir, *common, f"+callbacks.mark.marker={marker}")
+    twice = start(data_root, twice_dir, *common, f"+callbacks.mark.marker={twice_marker}", "+callbacks.mark.wait=60")
     wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C, during step 2
     code, out, err = finish(proc)
@@ -211,38 +215,47 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_stops_at_once(data_root, tmp
     assert "Ctrl-C: finishing this step" in err and "training stopped by SIGINT" in err and "Traceback" not in err
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
 
-    run_dir, marker = tmp_path / "twice", tmp_path / "twice_at_step_2"
-    proc = start(data_root, run_dir, *common, f"+callbacks.mark.marker={marker}", "+callbacks.mark.wait=3")
-    wait_for(marker, proc)
-    proc.send_signal(signal.SIGINT)
+    wait_for(twice_marker, twice)
+    twice.send_signal(signal.SIGINT)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)  # the second one: at once, no checkpoint of this step
-    code, out, err = finish(proc)
+    twice.send_signal(signal.SIGINT)  # the second one: at once, no checkpoint of this step
+    code, out, err = finish(twice, timeout=50)  # not after the 60 s wait
     assert code != 0 and code != INTERRUPTED_EXIT, err[-3000:]
-    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert not (twice_dir / "checkpoints" / "last.ckpt").exists()
 
 
 # -------------------------------------------------------------------------------------------------------------------
 # kill -9 during a checkpoint write; ENOSPC during a write
 
 
+@pytest.fixture(scope="module")
+def killed_during_a_save(data_root, tmp_path_factory) -> dict[int, tuple[Path, Path, subprocess.Popen]]:
+    """The runs of the test below, started side by side: save number -> (run dir, marker, process)."""
+    runs = {}
+    for at_save in (3, 4):
+        tmp = tmp_path_factory.mktemp(f"killed_during_save_{at_save}")
+        run_dir, marker = tmp / "run", tmp / "killed"
+        proc = start(
+            data_root,
+            run_dir,
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "callbacks.model_checkpoint.save_top_k=-1",
+            "+callbacks.kill._target_=fault_switch.KillDuringSave",
+            f"+callbacks.kill.at_save={at_save}",
+            f"+callbacks.kill.dirpath={run_dir / 'checkpoints'}",
+            f"+callbacks.kill.marker={marker}",
+        )
+        runs[at_save] = (run_dir, marker, proc)
+    return runs
+
+
 @pytest.mark.parametrize(("at_save", "absent"), [(3, "best_epoch_001.ckpt"), (4, None)])
-def test_kill_during_a_checkpoint_write_leaves_every_checkpoint_complete(data_root, tmp_path, at_save, absent):
+def test_kill_during_a_checkpoint_write_leaves_every_checkpoint_complete(killed_during_a_save, at_save, absent):
     """Saves: 1 best_epoch_000, 2 last.ckpt (epoch 0), 3 best_epoch_001, 4 last.ckpt (epoch 1); one made large is
     killed while it is written."""
-    run_dir, marker = tmp_path / "run", tmp_path / "killed"
-    proc = start(
-        data_root,
-        run_dir,
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=1",
-        "trainer.limit_val_batches=1",
-        "callbacks.model_checkpoint.save_top_k=-1",
-        "+callbacks.kill._target_=fault_switch.KillDuringSave",
-        f"+callbacks.kill.at_save={at_save}",
-        f"+callbacks.kill.dirpath={run_dir / 'checkpoints'}",
-        f"+callbacks.kill.marker={marker}",
-    )
+    run_dir, marker, proc = killed_during_a_save[at_save]
     code, _, err = finish(proc)
     assert code == -signal.SIGKILL and marker.exists(), err[-3000:]
     folder = run_dir / "checkpoints"
@@ -428,11 +441,12 @@ def test_dataloader_workers_outlive_a_stop_signal_to_the_whole_job(tmp_path):
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
 
-    def run(mode: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env(),
-                              timeout=120, start_new_session=True)  # fmt: skip
+    def start_script(mode: str) -> subprocess.Popen:  # in a session of its own: its signal reaches only its processes
+        return subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env(), start_new_session=True)  # fmt: skip
 
-    kept = run("ignore")
-    assert kept.returncode == 0 and kept.stdout.split() == ["199"], kept.stderr[-2000:]
-    lost = run("default")  # PyTorch's own worker handler: the worker dies, the main process fails
-    assert lost.returncode != 0 and "killed by signal" in lost.stderr
+    kept, lost = start_script("ignore"), start_script("default")  # side by side
+    code, out, err = finish(kept, timeout=120)
+    assert code == 0 and out.split() == ["199"], err[-2000:]
+    code, out, err = finish(lost, timeout=120)  # PyTorch's own worker handler: the worker dies, the main process fails
+    assert code != 0 and "killed by signal" in err
