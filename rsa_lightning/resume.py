@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from rsa_lightning.callbacks.resume import LOG_STEP_KEY, WANDB_ID_KEY
 from rsa_lightning.utils.config import overridden_keys, slurm_run_name
 
 log = logging.getLogger(__name__)
@@ -276,6 +275,8 @@ def _move_paths(value: Any, old: str, new: str) -> Any:
 def checkpoint_resume_info(path: Path) -> dict[str, Any]:
     """What resuming needs from a checkpoint, read memory-mapped (the weights are not read): the logging step and W&B
     run id :class:`~rsa_lightning.callbacks.ResumeState` stored, the finished epochs and the optimiser steps."""
+    # imported here: the callbacks import Lightning, which a refused command line should not wait for
+    from rsa_lightning.callbacks.resume import LOG_STEP_KEY, WANDB_ID_KEY
     from rsa_lightning.evaluation.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(path, mmap=True)  # a damaged file: one message naming it and the run's others
