@@ -286,17 +286,22 @@ def test_evaluation_files_give_rows_with_their_views(runs, tmp_path, capsys):
     assert rows[2]["run"] == "rsa_tiny (eval)" and rows[2]["wall-clock (min)"] == "n/a"
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty folder", "file"])
+@pytest.mark.parametrize("kind", ["missing", "empty folder", "file", "sweep of empty jobs"])
 def test_a_path_that_is_no_run_is_one_line_and_exit_2(runs, tmp_path, capsys, kind):
     path = tmp_path / "nothing"
     if kind == "empty folder":
         path.mkdir()
     elif kind == "file":
         path.write_text("x")
+    elif kind == "sweep of empty jobs":
+        (path / "0").mkdir(parents=True)
+        (path / "1").mkdir()
     assert run_cli(lambda: main([str(runs["rsa"]), str(path), "--out", str(tmp_path)])) == USER_ERROR_EXIT
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
+    if kind == "sweep of empty jobs":  # not "nor a sweep folder (numbered job folders)", which it has
+        assert "has numbered job folders, but none holds a run's files yet" in lines[0]
     assert captured.out == "" and not (tmp_path / REPORT_FILE).exists()
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from rsa_lightning.callbacks.kernel_images import KernelImages
-from rsa_lightning.errors import ConfigError, classify
+from rsa_lightning.errors import ConfigError, DataError, classify
 from rsa_lightning.layers import RelationalSelfAttention
 from rsa_lightning.visualization.kernels import _kernel_mosaic, kernel_pictures, motion_energy
 
@@ -255,6 +255,15 @@ def test_tool_bad_input_is_a_user_error(tiny_run, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
         run_tool([f"ckpt_path={tiny_run['ckpt']}", "video=videos/val_00000", *overrides])
     assert classify(raised.value) == 2 and "\n" not in str(raised.value)
+
+
+def test_tool_names_a_video_file_it_cannot_decode(tiny_run, tmp_path) -> None:
+    """A file that is no video: one DataError naming the file, not the dataset's advice about exclusion lists."""
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    with pytest.raises(DataError, match=r"^video=.*notes\.mp4 cannot be decoded \(") as raised:
+        run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={bad}"])
+    assert classify(raised.value) == 2 and "\n" not in str(raised.value) and "scan_videos" not in str(raised.value)
 
 
 def test_clip_title_names_the_class_and_the_prediction() -> None:

@@ -192,6 +192,13 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
             runs.append(path)
             continue
         jobs = sweep_jobs(path)
+        numbered = path.is_dir() and any(d.is_dir() and d.name.isdigit() for d in path.iterdir())
+        if not jobs and numbered:
+            raise MissingFileError(
+                f"{path} has numbered job folders, but none holds a run's files yet (no {RESULT_FILE}, "
+                f"{RUN_INFO_FILE}, {CSV_PATH} or {HYDRA_CONFIG}): its jobs have not started or wrote nothing; see the "
+                "sweep's log"
+            )
         if not jobs:
             raise MissingFileError(
                 f"{path} is not a run folder (no {RESULT_FILE}, {RUN_INFO_FILE}, {CSV_PATH} or {HYDRA_CONFIG}) nor a "

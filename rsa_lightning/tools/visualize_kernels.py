@@ -32,10 +32,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
-from rsa_lightning.data.dataset import VideoDataset
+from rsa_lightning.data.dataset import UndecodableVideosError, VideoDataset
 from rsa_lightning.data.decoding import FrameFolderBackend
 from rsa_lightning.data.transforms import normalize
-from rsa_lightning.errors import ConfigError, MissingFileError, handle_errors, run_hydra_main
+from rsa_lightning.errors import ConfigError, DataError, MissingFileError, handle_errors, run_hydra_main
 from rsa_lightning.inference import LoadedModel, load_model
 from rsa_lightning.visualization.figures import figure_to_array, save_figure
 from rsa_lightning.visualization.kernels import (
@@ -142,7 +142,19 @@ def read_clip(model: LoadedModel, record: VideoRecord) -> torch.Tensor:
         training=False,
         max_decode_retries=0,
     )
-    return dataset[0]["video"]
+    dataset_log = logging.getLogger(VideoDataset.__module__)
+    level = dataset_log.level
+    dataset_log.setLevel(logging.ERROR)  # its "skipping video" warning would repeat the error below
+    try:
+        return dataset[0]["video"]
+    except UndecodableVideosError as err:
+        reason = dataset.skipped.get(record.video_id) or str(err)
+        raise DataError(
+            f"video={record.path} cannot be decoded ({reason.splitlines()[0]}): give a video file the run's "
+            "decoder reads (or another data/backend=...)"
+        ) from err
+    finally:
+        dataset_log.setLevel(level)
 
 
 def default_output(ckpt_path: Path, video_id: str, layer: str, pixel: Sequence[int]) -> Path:
