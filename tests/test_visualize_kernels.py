@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,14 @@ def test_tool_bad_input_is_a_user_error(tiny_run, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
         run_tool([f"ckpt_path={tiny_run['ckpt']}", "video=videos/val_00000", *overrides])
     assert classify(raised.value) == 2 and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("bad", ["out=kernels.jpg", "gif_frame_ms=0", "position=middle", "track=[3,28,20]"])
+def test_tool_checks_its_own_keys_before_loading_the_checkpoint(tmp_path, bad) -> None:
+    """A typo in a key that needs no model is refused at once: the checkpoint (missing here) is never opened."""
+    with pytest.raises(ConfigError, match="^" + re.escape(bad.split("=")[0]) + r"=") as raised:
+        run_tool([f"ckpt_path={tmp_path / 'missing.ckpt'}", "video=videos/val_00000", bad])
+    assert "missing.ckpt" not in str(raised.value)
 
 
 def test_tool_names_a_video_file_it_cannot_decode(tiny_run, tmp_path) -> None:

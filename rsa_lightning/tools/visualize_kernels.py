@@ -171,13 +171,7 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
     device = cfg.get("device", "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device}: no CUDA device is visible to this torch build; use device=cpu")
-    model = load_model(
-        cfg.ckpt_path, num_frames=cfg.get("num_frames"), device=device, composed=cfg, overrides=overrides
-    )
-    try:
-        layer_name, _ = select_layer(model.net, cfg.get("layer", AUTO))
-    except ConfigError as err:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {err}") from err
+    # the keys that need no model are checked first: a typo costs no checkpoint load
     position = parse_position(cfg.get("position", AUTO))
     tracked, track = parse_track(cfg.get("track"))
     frame_ms = parse_frame_ms(cfg.get("gif_frame_ms", 500))
@@ -186,6 +180,13 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
             f"out={cfg.out}: the picture is written as PNG; give a file name ending in .png (the track's GIF is "
             "written next to it with the suffix .gif)"
         )
+    model = load_model(
+        cfg.ckpt_path, num_frames=cfg.get("num_frames"), device=device, composed=cfg, overrides=overrides
+    )
+    try:
+        layer_name, _ = select_layer(model.net, cfg.get("layer", AUTO))
+    except ConfigError as err:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {err}") from err
     record = find_video(str(cfg.video), model.config.data)
     video = read_clip(model, record)  # uint8 (3, T, H, W)
     frames = video.permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
