@@ -248,6 +248,22 @@ def test_broken_and_unfinished_runs_are_reported_not_fatal(runs, tmp_path, capsy
     assert float(rows[3]["top-1 (%)"]) == pytest.approx(expected_row(runs["rsa"])["top-1 (%)"], abs=0.005)
 
 
+def test_a_refused_evaluation_says_why(runs, tmp_path, capsys):
+    """An ``eval.py`` refused at start-up leaves its config and log only: the row says ``failed: <the error>``."""
+    refused = tmp_path / "refused"
+    (refused / ".hydra").mkdir(parents=True)
+    (refused / ".hydra" / "config.yaml").write_text("task_name: eval\n")
+    (refused / ".hydra" / "overrides.yaml").write_text("- protocol=bogus\n")
+    (refused / "eval.log").write_text(
+        "[2026-12-01 10:00:00,000][rsa_lightning.errors][ERROR] - error: protocol=bogus is not one of "
+        "['efficient', 'accurate']\nTraceback (most recent call last):\n  File ...\n"
+    )
+    assert main([str(refused), "--out", str(tmp_path)]) == 0
+    (row,) = parse_table(capsys.readouterr().out)
+    assert row["notes"].startswith("failed: protocol=bogus is not one of ['efficient', 'accurate']")
+    assert "no metrics_" not in row["notes"] and "Traceback" not in row["notes"]
+
+
 def test_evaluation_files_give_rows_with_their_views(runs, tmp_path, capsys):
     from rsa_lightning.evaluation.writers import write_metrics
 

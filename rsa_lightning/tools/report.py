@@ -90,6 +90,7 @@ CLIPS_PER_S_KEY = "train/clips_per_s"
 LEGEND_CHARS = 60  # longer run labels are cut in the curves' legend (the table keeps them whole)
 # ``[2026-12-06 22:22:45,463][logger][LEVEL] - message``: Hydra's default job log format
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+LOGGED_ERROR = re.compile(r"^\[[^]]*\]\[[^]]*\]\[(?:ERROR|CRITICAL)\] - error: (.*)$")  # a log record of errors.report
 BEST_CHECKPOINT = re.compile(r"^best_epoch_(\d+)\.ckpt$")
 
 
@@ -306,6 +307,17 @@ def log_span_min(path: Path) -> Optional[float]:
     return (stamps[-1] - stamps[0]).total_seconds() / 60.0 if len(stamps) >= 2 else None
 
 
+def logged_error(path: Path) -> Optional[str]:
+    """The message of the last ``error: <message>`` record of a job log (what :func:`rsa_lightning.errors.report`
+    writes there when a run is refused or fails); None without one or without the file."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [m[1] for m in map(LOGGED_ERROR.search, lines) if m]
+    return errors[-1] if errors else None
+
+
 def _best_epoch_from_checkpoints(run_dir: Path) -> Optional[int]:
     """The epoch in the name of the only ``checkpoints/best_epoch_<NNN>.ckpt``; None without one, or with several
     (``save_top_k`` > 1: the name does not say which is best)."""
@@ -483,7 +495,11 @@ def read_run(run_dir: Path) -> RunReport:
     report.evaluations = evaluations
 
     if is_eval:
-        if not evaluations:
+        error = None if evaluations else logged_error(run_dir / f"{task}.log")
+        if error is not None:  # e.g. a refused eval.py: its folder holds the config and the log only
+            report.status = "failed"
+            notes.append(f"failed: {_one_line(error)}")
+        elif not evaluations:
             notes.append(f"no {EVAL_METRICS_GLOB}")
     else:
         if not has_csv:
