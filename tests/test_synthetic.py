@@ -172,8 +172,8 @@ def _centroids(mask: np.ndarray) -> np.ndarray:
     return np.stack([(mask.sum(axis=1) * grid).sum(1) / area, (mask.sum(axis=2) * grid).sum(1) / area], axis=1)
 
 
-def _masks(motion: str, seed: int, shape: str | None = None):
-    plan = plan_clip(motion, _rng(seed), num_frames=FRAMES, size=SIZE)
+def _masks(motion: str, seed: int, shape: str | None = None, size: int = SIZE):
+    plan = plan_clip(motion, _rng(seed), num_frames=FRAMES, size=size)
     if shape is not None:
         plan = dataclasses.replace(plan, appearance=dataclasses.replace(plan.appearance, shape=shape))
     _, masks = render_plan(plan, with_masks=True)
@@ -200,10 +200,10 @@ def test_translation_moves_the_object(motion: str, axis: int, sign: int, seed: i
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize(("motion", "sign"), [("closer", 1), ("away", -1)])
 def test_closer_grows_and_away_shrinks(motion: str, sign: int, seed: int) -> None:
-    _, masks, moving, _ = _masks(motion, seed)
+    _, masks, moving, _ = _masks(motion, seed, size=64)  # the dataset's size: at 32 px a 4 % step may add no pixel
     area = masks[:, moving[0]].sum(axis=(1, 2))
     assert (np.diff(area) * sign).min() > 0
-    assert max(area[0], area[-1]) / min(area[0], area[-1]) > 2.0  # size ratio >= 1.65: area >= 2.7x (less at 32 px)
+    assert max(area[0], area[-1]) / min(area[0], area[-1]) > 1.5  # size ratio >= 1.3: area >= 1.69x
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -221,9 +221,9 @@ def test_turning_direction(motion: str, sign: int, seed: int) -> None:
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_no_shape_looks_alike_after_less_than_half_a_turn(shape: str) -> None:
-    """A turn of up to 72 degrees per frame (version 6) is never seen as a smaller turn the other way: no shape (its
-    outline alone, without the marker) covers nearly the same pixels after a turn of 30-150 degrees either way (a
-    square or a cross would after 90, an equilateral triangle after 120)."""
+    """A turn of up to 72 degrees per frame (version 6; version 7 turns by up to 31) is never seen as a smaller turn
+    the other way: no shape (its outline alone, without the marker) covers nearly the same pixels after a turn of
+    30-150 degrees either way (a square or a cross would after 90, an equilateral triangle after 120)."""
     grid = (np.arange(200) + 0.5) / 100 - 1.0
     u, v = np.meshgrid(grid, grid, indexing="xy")
     area = _shape_mask(shape, u, v)
@@ -263,7 +263,7 @@ def test_objects_seldom_touch_and_the_actor_is_in_front() -> None:
         partner, actor = plan_tracks(motion, _rng(5000 + k), num_frames=16, size=64)
         distance = np.hypot(actor.x - partner.x, actor.y - partner.y)  # (T,)
         touching.append(distance < actor.size + partner.size)  # bounding discs overlap (shapes: less often)
-    assert 0 < np.mean(touching) < 0.05
+    assert 0 < np.mean(touching) < 0.25  # version 7's large objects: about 19 % (the shapes themselves about 7 %)
     for seed in range(200):  # a clip whose objects overlap
         plan = plan_clip("closer", _rng(seed), num_frames=FRAMES, size=SIZE)
         partner, actor = plan.objects

@@ -39,8 +39,9 @@ sees the *bag* of frames of a clip. Two constructions take the class out of it:
   on the clip at hand would make the arrangement depend on the class (version 3 kept the static object off a
   translated object's path, so the objects stood one above the other in 75 % of ``left_to_right`` frames and 3 %
   of ``up`` frames: a frame-wise network could tell the pairs apart). Instead the partner is placed beyond the
-  actor's travel square along ``e``; their bounding discs overlap in about 2 % of frames (the shapes less often),
-  and the actor is drawn in front.
+  actor's travel square along ``e``; with version 7's large objects their bounding discs overlap in about 19 % of
+  frames, the shapes themselves in about 7 % (the partner more than half hidden in about 2 %), and the actor is
+  drawn in front.
 
 What remains for a frame-wise model is the bag of frames as a whole: it shows *which* quantity varies within a
 clip (hence the pair), never in which direction, so even a model that learnt that would stay at or below 50 % for
@@ -61,9 +62,15 @@ a quarter turn, so a turn of more than 45 degrees per frame would look like a sm
 shapes never look alike after less than half a turn), a turn of 1.6-2.0 pi (41-51 degrees per frame). On 8-frame
 version-4 clips ``rsa_tiny`` left the chance plateau after 4 epochs and on version 5 after 2, but in both it told
 the two turning directions apart no better than chance (89 % and 88 % at epoch 12, every other class nearly always
-right). Version 6 (the default) turns by 2.4-2.8 pi (62-72 degrees per frame) and puts the markers 0.6-0.65 of the
-object's size off its centre, so that the marker of a mid-size object moves by about 6 px per frame (1.5 px of the
-feature map). Measured results are in the README.
+right). Version 6 turned by 2.4-2.8 pi (62-72 degrees per frame) and put the markers 0.6-0.65 of the
+object's size off its centre (about 5 px, 1.25 px of the 14 x 14 feature map); the turning pair stayed at chance
+(88 % in all). Trained on the two turning classes alone (170 clips each, 25-30 epochs), ``rsa_tiny`` memorised them
+and stayed near chance (at most 67 % val) with version 6's objects at 26-31 or 62-72 degrees per frame, with 2 heads
+instead of 8, with 5x the clips, and with 1.5x larger objects; it told them apart (88 %) only with twice as large
+objects turning by 26-31 degrees per frame, whose marker circles 2.5 feature pixels around the centre.
+Version 7 (the default) therefore has large objects (the actor's size 0.24-0.26, R 1.3-1.4) turning by 1.0-1.2 pi
+(26-31 degrees per frame), and, to keep them inside the frame, a shorter travel (0.28-0.32: 2.6-2.9 px per frame,
+0.7 of a feature pixel) and convergence (0.10-0.12). Measured results are in the README.
 
 Conventions
 -----------
@@ -137,18 +144,18 @@ TIME_REVERSED: dict[str, str] = {
 SHAPES = ("triangle", "ell", "notched_ellipse", "tee")  # none looks alike after less than half a turn
 TEXTURES = ("solid", "stripes", "checker", "noise")
 
-FORMAT_VERSION = 6  # history in the module docstring; a dataset of another version is regenerated
+FORMAT_VERSION = 7  # history in the module docstring; a dataset of another version is regenerated
 SPLITS = ("train", "val")
 _SUPERSAMPLE = 2
 _CRF = 16
 
 # Geometry, as fractions of the frame size (a size is the radius of the object's bounding disc).
-_SIZE_MID = (0.12, 0.14)  # s: the actor's size in the middle of its range
+_SIZE_MID = (0.24, 0.26)  # s: the actor's size in the middle of its range (large: see the marker below)
 _PARTNER_SIZE = (0.07, 0.09)  # the partner's s (smaller: it leaves room for the actor's travel)
-_SIZE_RATIO = (1.65, 1.85)  # R: largest / smallest size of a `closer` clip
-_TRAVEL = (0.42, 0.48)  # L: distance a translated object moves over the clip
-_CONVERGE_TRAVEL = (0.12, 0.16)  # distance each `converge` object moves towards the other
-_TURN = (2.4 * math.pi, 2.8 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
+_SIZE_RATIO = (1.3, 1.4)  # R: largest / smallest size of a `closer` clip
+_TRAVEL = (0.28, 0.32)  # L: distance a translated object moves over the clip
+_CONVERGE_TRAVEL = (0.10, 0.12)  # distance each `converge` object moves towards the other
+_TURN = (1.0 * math.pi, 1.2 * math.pi)  # Theta: total rotation of a `clockwise` clip, radians
 _BORDER = 1.0  # pixels between an object's bounding disc and the frame border
 _CLOSEST = 0.25  # the centres stay this many mid sizes apart along the converging axis, for all phases
 _CONVERGE_VISIBLE = 0.5  # least fall of the converging objects' distance, relative to 2 x their travel
@@ -218,9 +225,9 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-# (u, v, radius) of the contrasting marker: 0.6-0.65 of the size off the centre and about 4 px across for a mid-size
-# object, so that a turn moves it by about 6 px per frame (1.5 px of the 14 x 14 feature maps of a 56 x 56 crop);
-# clipped to the shape.
+# (u, v, radius) of the contrasting marker: 0.6-0.65 of the size off the centre, about 7 px across for a mid-size
+# object, so that it circles about 10 px (2.5 px of the 14 x 14 feature maps of a 56 x 56 crop) around the centre
+# and a turn moves it by about 5 px per frame; clipped to the shape.
 _MARKERS: dict[str, tuple[float, float, float]] = {
     "triangle": (-0.4, 0.45, 0.22),
     "ell": (-0.42, -0.5, 0.22),
