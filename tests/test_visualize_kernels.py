@@ -21,6 +21,7 @@ from conftest import (
     compose_config,
     tiny_synthetic_overrides,
     train_tiny_run,
+    write_video,
 )
 from omegaconf import OmegaConf
 from PIL import Image
@@ -264,6 +265,17 @@ def test_tool_checks_its_own_keys_before_loading_the_checkpoint(tmp_path, bad) -
     with pytest.raises(ConfigError, match="^" + re.escape(bad.split("=")[0]) + r"=") as raised:
         run_tool([f"ckpt_path={tmp_path / 'missing.ckpt'}", "video=videos/val_00000", bad])
     assert "missing.ckpt" not in str(raised.value)
+
+
+def test_auto_position_refuses_a_clip_without_motion(tiny_run, tmp_path) -> None:
+    """A still clip (every frame the same) has no motion energy: ``position=auto`` refuses to pick a corner and asks
+    for a position; an explicit position still draws it."""
+    still = write_video(tmp_path / "still.mp4", np.full((8, 32, 32, 3), 90, dtype=np.uint8))
+    with pytest.raises(ConfigError, match=r"frames are all the same .*give a query position") as raised:
+        run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={still}"])
+    assert classify(raised.value) == 2 and "\n" not in str(raised.value)
+    out = tmp_path / "still.png"
+    assert run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={still}", "position=[1,16,16]", f"out={out}"]) == [out]
 
 
 def test_tool_names_a_video_file_it_cannot_decode(tiny_run, tmp_path) -> None:

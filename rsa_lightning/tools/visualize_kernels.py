@@ -189,6 +189,11 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {err}") from err
     record = find_video(str(cfg.video), model.config.data)
     video = read_clip(model, record)  # uint8 (3, T, H, W)
+    if position is None and bool((video == video[:, :1]).all()):
+        raise ConfigError(
+            f"video={cfg.video}: its {video.shape[1]} frames are all the same (a still image?), so position=auto has "
+            "no motion to find; give a query position, e.g. position=[0,20,20] (frame, y, x)"
+        )
     frames = video.permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
     mean = torch.tensor(model.mean, device=model.device)
     std = torch.tensor(model.std, device=model.device)
