@@ -278,13 +278,16 @@ def test_auto_position_refuses_a_clip_without_motion(tiny_run, tmp_path) -> None
     assert run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={still}", "position=[1,16,16]", f"out={out}"]) == [out]
 
 
-def test_tool_names_a_video_file_it_cannot_decode(tiny_run, tmp_path) -> None:
-    """A file that is no video: one DataError naming the file, not the dataset's advice about exclusion lists."""
+def test_tool_names_a_video_file_it_cannot_decode(tiny_run, tmp_path, capfd) -> None:
+    """A file that is no video: one DataError naming the file, not the dataset's advice about exclusion lists, and
+    none of the native decoders' own lines (FFmpeg's "moov atom not found") on stderr before it."""
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n")
+    capfd.readouterr()
     with pytest.raises(DataError, match=r"^video=.*notes\.mp4 cannot be decoded \(") as raised:
         run_tool([f"ckpt_path={tiny_run['ckpt']}", f"video={bad}"])
     assert classify(raised.value) == 2 and "\n" not in str(raised.value) and "scan_videos" not in str(raised.value)
+    assert capfd.readouterr().err == ""
 
 
 def test_clip_title_names_the_class_and_the_prediction() -> None:

@@ -21,7 +21,10 @@ without RSA layers, a missing checkpoint or video) ends with one ``error:`` line
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -128,7 +131,10 @@ def find_video(video: str, data: DictConfig) -> VideoRecord:
 
 
 def read_clip(model: LoadedModel, record: VideoRecord) -> torch.Tensor:
-    """The clip of ``record`` as ``eval.py`` reads it (one centre view): uint8 (3, T, crop, crop)."""
+    """The clip of ``record`` as ``eval.py`` reads it (one centre view): uint8 (3, T, crop, crop).
+
+    Raises ConfigError for a video file given to a frame-folder backend, DataError (one line naming the file) for a
+    file the decoder cannot read; the native decoders' own stderr lines are then held back (logged at debug level)."""
     if isinstance(model.backend, FrameFolderBackend) and record.path.is_file():
         raise ConfigError(
             f"the model's data.backend reads folders of extracted frames (data/backend=frames), but {record.path} is "
@@ -145,16 +151,36 @@ def read_clip(model: LoadedModel, record: VideoRecord) -> torch.Tensor:
     dataset_log = logging.getLogger(VideoDataset.__module__)
     level = dataset_log.level
     dataset_log.setLevel(logging.ERROR)  # its "skipping video" warning would repeat the error below
-    try:
-        return dataset[0]["video"]
-    except UndecodableVideosError as err:
-        reason = dataset.skipped.get(record.video_id) or str(err)
-        raise DataError(
-            f"video={record.path} cannot be decoded ({reason.splitlines()[0]}): give a video file the run's "
-            "decoder reads (or another data/backend=...)"
-        ) from err
-    finally:
-        dataset_log.setLevel(level)
+    # What the native decoders (FFmpeg, decord) print to file descriptor 2 while reading is held back: written out
+    # as it came when the clip decodes (or anything else goes wrong), only logged (debug) when the file cannot be
+    # decoded, so that a bad file gets the one line below.
+    error: Optional[UndecodableVideosError] = None
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            video = dataset[0]["video"]
+        except UndecodableVideosError as err:
+            error = err
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            dataset_log.setLevel(level)
+            held.seek(0)
+            native = held.read().decode(errors="replace")
+            if error is None and native:
+                sys.stderr.write(native)
+                sys.stderr.flush()
+    if error is None:
+        return video
+    log.debug("decoder output for %s:\n%s", record.path, native)
+    reason = dataset.skipped.get(record.video_id) or str(error)
+    raise DataError(
+        f"video={record.path} cannot be decoded ({reason.splitlines()[0]}): give a video file the run's "
+        "decoder reads (or another data/backend=...)"
+    ) from error
 
 
 def default_output(ckpt_path: Path, video_id: str, layer: str, pixel: Sequence[int]) -> Path:
