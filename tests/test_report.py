@@ -210,6 +210,16 @@ def test_sort_top1_orders_runs_by_their_first_rows_top1(runs, tmp_path, capsys):
     assert len(table) == 3 and table[-1]["top-1 (%)"] == "0.00"
 
 
+def log_only_run(folder: Path, task: str, override: str, log: str, config: str = "") -> Path:
+    """A run folder as a job that ended early leaves it: Hydra's config (``task_name`` and ``config``) and
+    overrides, and the job log ``<task>.log``, nothing else."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(f"task_name: {task}\n{config}")
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
+    (folder / f"{task}.log").write_text(log)
+    return folder
+
+
 def test_broken_and_unfinished_runs_are_reported_not_fatal(runs, tmp_path, capsys):
     failed = tmp_path / "failed"
     shutil.copytree(runs["rsa"], failed)
@@ -217,13 +227,13 @@ def test_broken_and_unfinished_runs_are_reported_not_fatal(runs, tmp_path, capsy
     (failed / "run_info.json").unlink()
     error = "RunFault: out of memory in the forward pass\nsecond line"
     edit_json(failed / "result.json", status="failed", error=error)
-    killed = tmp_path / "killed"  # died early: Hydra's files and a log, nothing else
-    (killed / ".hydra").mkdir(parents=True)
-    (killed / ".hydra" / "config.yaml").write_text("task_name: train\ndata:\n  num_frames: 8\n")
-    (killed / ".hydra" / "overrides.yaml").write_text("- model=tsn_tiny\n")
-    (killed / "train.log").write_text(
+    killed = log_only_run(  # died early: Hydra's files and a log, nothing else
+        tmp_path / "killed",
+        "train",
+        "model=tsn_tiny",
         "[2026-12-01 10:00:00,000][rsa_lightning.train][INFO] - data: ...\n"
-        "[2026-12-01 10:01:30,000][rsa_lightning.train][INFO] - model: ...\n"
+        "[2026-12-01 10:01:30,000][rsa_lightning.train][INFO] - model: ...\n",
+        config="data:\n  num_frames: 8\n",
     )
     garbled = tmp_path / "garbled"
     shutil.copytree(runs["rsa"], garbled)
@@ -250,13 +260,12 @@ def test_broken_and_unfinished_runs_are_reported_not_fatal(runs, tmp_path, capsy
 
 def test_a_refused_evaluation_says_why(runs, tmp_path, capsys):
     """An ``eval.py`` refused at start-up leaves its config and log only: the row says ``failed: <the error>``."""
-    refused = tmp_path / "refused"
-    (refused / ".hydra").mkdir(parents=True)
-    (refused / ".hydra" / "config.yaml").write_text("task_name: eval\n")
-    (refused / ".hydra" / "overrides.yaml").write_text("- protocol=bogus\n")
-    (refused / "eval.log").write_text(
+    refused = log_only_run(
+        tmp_path / "refused",
+        "eval",
+        "protocol=bogus",
         "[2026-12-01 10:00:00,000][rsa_lightning.errors][ERROR] - error: protocol=bogus is not one of "
-        "['efficient', 'accurate']\nTraceback (most recent call last):\n  File ...\n"
+        "['efficient', 'accurate']\nTraceback (most recent call last):\n  File ...\n",
     )
     assert main([str(refused), "--out", str(tmp_path)]) == 0
     (row,) = parse_table(capsys.readouterr().out)
