@@ -17,9 +17,35 @@ PYTEST_ARGS ?=
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# FFmpeg's shared libraries, which the optional torchcodec backend (data/backend=torchcodec) loads: Debian 12's
+# FFmpeg 5.1 (torchcodec 0.13 loads FFmpeg 4 to 7; other releases name them otherwise: FFMPEG_LIBS="...").
+# Installed with apt-get when missing and apt-get is usable (root, or sudo without a password); else one line says
+# the backend will be unavailable, and the install goes on (decord, the default backend, does not need them).
+FFMPEG_LIBS ?= libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
+define INSTALL_FFMPEG_LIBS
+missing=$$(for lib in $(FFMPEG_LIBS); do \
+	dpkg-query -W -f='$${Status}' $$lib 2>/dev/null | grep -q 'ok installed' || printf '%s ' $$lib; done); \
+[ -z "$$missing" ] && exit 0; \
+if [ "$$(id -u)" = 0 ]; then as_root=""; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root=no; fi; \
+apt_install="env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends"; \
+if [ "$$as_root" != no ] && command -v apt-get >/dev/null 2>&1 \
+	&& { $$as_root $$apt_install $$missing >/dev/null 2>&1 \
+	|| { $$as_root apt-get update -q >/dev/null 2>&1 && $$as_root $$apt_install $$missing >/dev/null 2>&1; }; }; then \
+	echo "installed FFmpeg's shared libraries for the torchcodec backend:" $$missing; \
+else \
+	echo "FFmpeg's shared libraries ($${missing% }) could not be installed with apt-get: the torchcodec backend will be unavailable (decord, the default, works)"; \
+fi
+endef
+
+# The packages are installed by uv (from PyPI, into this venv: about 10x faster than pip), falling back to pip when
+# uv cannot be installed; torch comes first, by pip (which finds the local CPU build), byte-compiled on every core.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(INSTALL_FFMPEG_LIBS)
+	$(PY) -c "import torch" 2>/dev/null || { $(PY) -m pip install --quiet --no-compile "$(TORCH_SPEC)" \
+		&& $(PY) -m compileall -q -j 0 "$$($(PY) -c 'import torch, os; print(os.path.dirname(torch.__file__))')"; }
+	{ $(PY) -m pip install --quiet uv \
+		&& $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e ".[dev,torchcodec]"; } \
+		|| $(PY) -m pip install --quiet -e ".[dev,torchcodec]"
 	touch $(STAMP)
 
 install: $(STAMP)

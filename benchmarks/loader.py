@@ -9,7 +9,10 @@ each set, in one run, it times (clips per second, one pass over every clip, best
 
 * bare decord: ``VideoReader(path).get_batch(indices)``, one process; the reference (ratio 1.00);
 * bare decord in ``--workers`` processes (the parallel ceiling for the loader);
-* each backend alone, one process: DecordBackend (seek_mode auto / seek), PyAVBackend, FrameFolderBackend;
+* bare torchcodec: ``VideoDecoder(path, seek_mode="exact").get_frames_at(indices)``, one process (when torchcodec
+  loads; else a line says why not);
+* each backend alone, one process: DecordBackend (seek_mode auto / seek), PyAVBackend, TorchCodecBackend,
+  FrameFolderBackend; TorchCodecBackend's frames are compared with PyAVBackend's (exact) on every clip;
 * VideoDataset + the official recipe's :class:`TrainTransform` (every frame resized to 240 x 320, TSN multi-scale
   crop resized to 224, flip; the ``conf/data/_video_defaults.yaml`` settings), in process;
 * the same in a DataLoader with ``--workers`` workers (persistent workers, epochs after the first; the first,
@@ -38,9 +41,10 @@ from torch.utils.data import DataLoader
 
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
-from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
+from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend, TorchCodecBackend
 from rsa_lightning.data.sampling import segment_centre_indices
 from rsa_lightning.data.transforms import TrainTransform, resize_frames
+from rsa_lightning.errors import ConfigError
 from rsa_lightning.tools.extract_frames import ExtractOptions, extract_frames
 
 NUM_SEGMENTS = 8
@@ -138,6 +142,31 @@ def bare_decord(path: Path) -> int:
     return frames.shape[0]
 
 
+def bare_torchcodec(path: Path) -> int:
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=1, dimension_order="NHWC")
+    indices = segment_centre_indices(decoder.metadata.num_frames, NUM_SEGMENTS)
+    return decoder.get_frames_at(indices.tolist()).data.shape[0]
+
+
+def torchcodec_backend() -> TorchCodecBackend | None:
+    """TorchCodecBackend, or None (printed why) when torchcodec cannot be loaded here."""
+    try:
+        return TorchCodecBackend()
+    except ConfigError as err:
+        print(f"torchcodec rows left out: {err}")
+        return None
+
+
+def same_frames(backend, reference_backend, records: list) -> bool:
+    """Whether ``backend`` returns the frames of ``reference_backend`` (per pixel) on every clip of ``records``."""
+    return all(
+        np.array_equal(backend.read(r, centre_sampler)[0], reference_backend.read(r, centre_sampler)[0])
+        for r in records
+    )
+
+
 def best_rate(fn, count: int, repeats: int) -> float:
     """Best clips/s of ``repeats`` runs of ``fn`` (which handles ``count`` clips)."""
     best = float("inf")
@@ -148,10 +177,12 @@ def best_rate(fn, count: int, repeats: int) -> float:
     return count / best
 
 
-def measure(name: str, sets: dict, records: dict, args: argparse.Namespace) -> dict[str, float]:
-    """clips/s of every path on set ``name``."""
+def measure(name: str, sets: dict, records: dict, args: argparse.Namespace, torchcodec) -> dict[str, float]:
+    """clips/s of every path on set ``name`` (``torchcodec``: a TorchCodecBackend, or None to leave its rows out)."""
     n, paths, rates = args.clips, sets[name], {}
     rates["bare decord, 1 process"] = best_rate(lambda: [bare_decord(p) for p in paths], n, args.repeats)
+    if torchcodec is not None:
+        rates["bare torchcodec, 1 process"] = best_rate(lambda: [bare_torchcodec(p) for p in paths], n, args.repeats)
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         pool.map(bare_decord, paths[: args.workers])  # warm-up
         rates[f"bare decord, {args.workers} processes"] = best_rate(
@@ -162,6 +193,8 @@ def measure(name: str, sets: dict, records: dict, args: argparse.Namespace) -> d
         "DecordBackend(seek)": (DecordBackend(seek_mode="seek"), records[name]),
         "PyAVBackend": (PyAVBackend(), records[name]),
     }
+    if torchcodec is not None:
+        backends["TorchCodecBackend"] = (torchcodec, records[name])
     if name == "webm":
         backends["FrameFolderBackend (JPEG q90)"] = (FrameFolderBackend(), records["frames"])
     for label, (backend, recs) in backends.items():
@@ -207,11 +240,12 @@ def main() -> None:
         root = args.cache or Path(tmp)
         sets = make_sets(root, args.clips, args.workers)
         records = {name: [VideoRecord(path=p, label=0, video_id=p.stem) for p in paths] for name, paths in sets.items()}
+        torchcodec = torchcodec_backend()
         print(f"\n{args.clips} clips per set, {NUM_SEGMENTS} frames per clip, {args.workers} workers")
         print("clips/s and ratio to bare decord in one process")
 
         for name in ("webm", "mp4"):
-            rates = measure(name, sets, records, args)
+            rates = measure(name, sets, records, args, torchcodec)
             bare = rates["bare decord, 1 process"]
             print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
             for label, rate in rates.items():
@@ -222,6 +256,13 @@ def main() -> None:
             print(f"  loader with TrainTransform / bare decord in {args.workers} processes: {ratio:.2f}")
             loader_rate = rates[f"DataLoader, {args.workers} workers"]
             print(f"  loader / bare decord in {args.workers} processes: {loader_rate / parallel:.2f}")
+            if torchcodec is not None:
+                backend_ratio = rates["TorchCodecBackend"] / rates["DecordBackend(auto)"]
+                bare_ratio = rates["bare torchcodec, 1 process"] / bare
+                exact = same_frames(torchcodec, PyAVBackend(), records[name])
+                print(f"  TorchCodecBackend / DecordBackend(auto): {backend_ratio:.2f}")
+                print(f"  bare torchcodec / bare decord: {bare_ratio:.2f}")
+                print(f"  TorchCodecBackend's frames equal PyAVBackend's on every clip: {exact}")
         clip = torch.from_numpy(DecordBackend().read(records["webm"][0], centre_sampler)[0]).permute(3, 0, 1, 2)
         times = resize_ms(clip, args.repeats)
         print(f"\nresize of one decoded clip {tuple(clip.shape)} to 240 x 320, ms (median)")

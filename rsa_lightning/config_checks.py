@@ -261,6 +261,7 @@ def _check_network(net: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.net.drop_path_rate must be in [0, 1), got {drop_path}: e.g. 0.2 (0: off)")
     recompute = net.get("checkpoint_mixers", False)
     _check_switch("model.net.checkpoint_mixers", recompute, "activation checkpointing of the space-time mixers")
+    _check_switch("model.net.channels_last", net.get("channels_last", False), "channels-last 3-D memory format")
     mixer = net.get("stmixer")
     if not isinstance(mixer, Mapping):
         if recompute:
@@ -274,6 +275,12 @@ def _check_network(net: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"model.net.stmixer.implementation must be fast or reference (the same function; README "
             f'"Performance"), got {implementation!r}: e.g. model.net.stmixer.implementation=fast'
+        )
+    if "recompute_windows" in mixer:
+        _check_switch(
+            "model.net.stmixer.recompute_windows",
+            mixer["recompute_windows"],
+            "recomputation of the RSA window sums in backward (fast path)",
         )
     stages = _mixer_stages(net.get("stmixer_positions") or [], block_counts)
     _check_mixer_heads(mixer, stages, widths)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import subprocess
+import sys
+import types
+from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 from conftest import decoded_frame_index, frame_brightness, write_brightness_video
 
 from rsa_lightning.data.annotations import VideoRecord
-from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend, clip_length
+from rsa_lightning.data.decoding import (
+    DecordBackend,
+    FrameFolderBackend,
+    PyAVBackend,
+    TorchCodecBackend,
+    clip_length,
+    load_torchcodec,
+)
 from rsa_lightning.data.probing import check_seek_accuracy, detect_open_gop
 from rsa_lightning.data.video_io import VideoDecodeError
+from rsa_lightning.errors import ConfigError
 
 # x264 settings of the open-GOP clip: a keyframe every 8 frames, 3 B-frames always (b-adapt=0), and open-gop=1, so
 # every keyframe after the first is a non-IDR I-frame followed (in decode order) by 3 leading B-frames that show
@@ -68,12 +82,32 @@ def record(path: Path, **kwargs) -> VideoRecord:
     return VideoRecord(path=Path(path), label=0, video_id=Path(path).stem, **kwargs)
 
 
-def video_backends() -> list:
+def torchcodec_missing() -> Optional[str]:
+    """Why :class:`TorchCodecBackend` cannot be built here (its short install message), or None."""
+    try:
+        load_torchcodec()
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+# tests (and parameters) of TorchCodecBackend are skipped, with the install hint, where torchcodec cannot load
+needs_torchcodec = pytest.mark.skipif(torchcodec_missing() is not None, reason=torchcodec_missing() or "")
+
+
+def video_backends(*names: str) -> list:
+    """Backend factories as test parameters (built in the test: TorchCodecBackend may be missing), all or ``names``."""
+    factories = {
+        "decord-seek": partial(DecordBackend, seek_mode="seek"),
+        "decord-sequential": partial(DecordBackend, seek_mode="sequential"),
+        "decord": DecordBackend,
+        "pyav": PyAVBackend,
+        "torchcodec": TorchCodecBackend,
+    }
     return [
-        DecordBackend(seek_mode="seek"),
-        DecordBackend(seek_mode="sequential"),
-        DecordBackend(seek_mode="auto"),
-        PyAVBackend(),
+        pytest.param(make, id=name, marks=[needs_torchcodec] if name == "torchcodec" else [])
+        for name, make in factories.items()
+        if not names or name in names
     ]
 
 
@@ -88,8 +122,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("backend", video_backends(), ids=repr)
-def test_backends_return_exactly_the_chosen_frames(clips, backend):
+@pytest.mark.parametrize("make_backend", video_backends())
+def test_backends_return_exactly_the_chosen_frames(clips, make_backend):
+    backend = make_backend()
     seen = []
     chosen = np.array([0, 7, 3, 3, 19, 12])  # unsorted, with a repeat: returned in this order
 
@@ -104,8 +139,9 @@ def test_backends_return_exactly_the_chosen_frames(clips, backend):
     assert [decoded_frame_index(f) for f in frames] == chosen.tolist()
 
 
-@pytest.mark.parametrize("backend", video_backends(), ids=repr)
-def test_start_and_end_frame_bound_the_clip(clips, backend):
+@pytest.mark.parametrize("make_backend", video_backends())
+def test_start_and_end_frame_bound_the_clip(clips, make_backend):
+    backend = make_backend()
     seen = []
 
     def choose(n):
@@ -253,15 +289,18 @@ def broken(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["missing", "zero", "garbage", "truncated", "empty"])
-@pytest.mark.parametrize("backend", [DecordBackend(), PyAVBackend()], ids=repr)
-def test_broken_files_raise_a_decode_error_naming_the_file(broken, backend, kind):
-    with pytest.raises(VideoDecodeError, match=broken[kind].name):
-        backend.read(record(broken[kind]), lambda n: np.array([0, n - 1]))
+@pytest.mark.parametrize("make_backend", video_backends("decord", "pyav", "torchcodec"))
+def test_broken_files_raise_a_decode_error_naming_the_file(broken, make_backend, kind):
+    with pytest.raises(VideoDecodeError, match=broken[kind].name) as raised:
+        make_backend().read(record(broken[kind]), lambda n: np.array([0, n - 1]))
+    assert ".cpp:" not in str(raised.value)  # no C++ source location of the decoder in the message
 
 
-@pytest.mark.parametrize("backend", [DecordBackend(seek_mode="seek"), PyAVBackend()], ids=repr)
-def test_container_count_is_trusted_only_when_the_last_frame_decodes(tmp_path, backend):
+@pytest.mark.parametrize("make_backend", video_backends("decord-seek", "pyav", "torchcodec"))
+def test_container_count_is_trusted_only_when_the_last_frame_decodes(tmp_path, make_backend):
     import av
+
+    backend = make_backend()
 
     # faststart mp4 (index first) whose tail is zeroed: the container lists 24 frames, fewer decode
     path = tmp_path / "damaged.mp4"
@@ -288,3 +327,81 @@ def test_container_count_is_trusted_only_when_the_last_frame_decodes(tmp_path, b
     assert seen[0] == 24 and len(seen) == 2 and 0 < seen[1] < 24
     for frame, i in zip(decoded, indices):
         assert np.abs(frame.astype(int) - pattern_frame(i)).mean() < 12
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# torchcodec
+
+
+@needs_torchcodec
+def test_torchcodec_seeks_exactly_in_open_gop_mp4_but_the_backend_leaves_seek_risks_to_pyav(clips):
+    from torchcodec.decoders import VideoDecoder
+
+    # measured: torchcodec's exact mode is exact at every frame of the open-GOP clip (each read a fresh decoder)
+    reference = sequential_frames(clips["open"])
+    for i in range(len(reference)):
+        decoder = VideoDecoder(str(clips["open"]), seek_mode="exact", dimension_order="NHWC")
+        np.testing.assert_array_equal(decoder.get_frames_at([i]).data.numpy()[0], reference[i], err_msg=f"frame {i}")
+    # the probe cannot tell this file from an AVI with open GOPs (where torchcodec is wrong): PyAV reads it
+    assert TorchCodecBackend().mode_for(clips["open"]) == "pyav"
+    assert TorchCodecBackend().mode_for(clips["closed"]) == "seek"
+
+
+@needs_torchcodec
+def test_torchcodec_refusals_fall_back_to_pyav_logged_once(clips, monkeypatch, caplog):
+    from torchcodec.decoders import VideoDecoder
+
+    def refusing_decode(self, indices):
+        raise RuntimeError("SingleStreamDecoder, /src/SingleStreamDecoder.cpp:1, Invalid data found")
+
+    monkeypatch.setattr(VideoDecoder, "get_frames_at", refusing_decode)
+    draws = iter([np.array([3, 7]), np.array([0, 1])])  # a sampler asked twice would return other frames
+    with caplog.at_level(logging.WARNING, logger="rsa_lightning.data.decoding"):
+        frames, indices = TorchCodecBackend().read(record(clips["webm"]), lambda n: next(draws))
+        TorchCodecBackend().read(record(clips["webm"]), lambda n: np.array([0]))
+    assert indices.tolist() == [3, 7]
+    np.testing.assert_array_equal(frames, sequential_frames(clips["webm"])[[3, 7]])
+    logged = [r.getMessage() for r in caplog.records if "torchcodec cannot read it" in r.getMessage()]
+    assert len(logged) == 1 and "vp9.webm" in logged[0] and "Invalid data found" in logged[0], logged
+    assert ".cpp" not in logged[0]
+    with pytest.raises(VideoDecodeError, match="vp9.webm: RuntimeError: Invalid data found"):
+        TorchCodecBackend(fallback=False).read(record(clips["webm"]), lambda n: np.array([0]))
+
+
+class _UnloadableTorchcodec(types.ModuleType):
+    """A ``torchcodec.decoders`` whose libraries do not load (as without FFmpeg's shared libraries)."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError("Could not load libtorchcodec. Likely causes:\n  1. FFmpeg is not properly installed")
+
+
+@pytest.mark.parametrize("unloadable", [None, _UnloadableTorchcodec("torchcodec.decoders")], ids=["missing", "broken"])
+def test_an_unloadable_torchcodec_gives_one_short_error(monkeypatch, unloadable):
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", unloadable)
+    with pytest.raises(ConfigError) as raised:
+        TorchCodecBackend()
+    message = str(raised.value)
+    assert message.startswith("data/backend=torchcodec: torchcodec cannot be loaded (")
+    assert "make install" in message and "pip install torchcodec==0.13.0" in message and "FFmpeg" in message
+    assert "\n" not in message and len(message) < 400
+    if unloadable is not None:
+        assert "Could not load libtorchcodec" in message
+
+
+def test_the_package_imports_and_runs_without_torchcodec(tmp_path):
+    # torchcodec is imported only when its backend is built: the other backends work without it
+    video = write_brightness_video(tmp_path / "b.mp4", 4)
+    script = (
+        "import sys; sys.modules['torchcodec'] = None\n"
+        "import numpy as np\n"
+        "from rsa_lightning.data.annotations import VideoRecord\n"
+        "from rsa_lightning.data.decoding import DecordBackend, TorchCodecBackend\n"
+        f"DecordBackend().read(VideoRecord(path={str(video)!r}, label=0, video_id='b'), lambda n: np.array([0]))\n"
+        "TorchCodecBackend()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # the decord read ran; the backend's construction is what fails, with the short message
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("rsa_lightning.errors.ConfigError: data/backend=torchcodec"), (
+        result.stderr
+    )

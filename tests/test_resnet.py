@@ -71,6 +71,7 @@ def test_stochastic_depth_schedule_and_scaling():
         ({"widths": (8,)}, "same length"),
         ({"drop_path_rate": 1.0}, "drop_path_rate"),
         ({"checkpoint_mixers": "maybe"}, "checkpoint_mixers must be True or False"),
+        ({"channels_last": 1}, "channels_last must be True or False"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
@@ -291,3 +292,32 @@ def test_checkpoint_mixers_gives_the_same_results_and_keeps_less(block):
         for recompute, net in nets.items()
     }
     assert saved[True] < saved[False]
+
+
+@pytest.mark.parametrize("with_rsa", [False, True])
+def test_channels_last_computes_the_same_function_in_channels_last_memory(with_rsa):
+    """channels_last=True: weights and activations in channels-last 3-D memory, the logits and every gradient of the
+    contiguous network (same weights) up to fp32 summation order; the weights load from a contiguous state dict."""
+    from rsa_lightning.layers import RelationalSelfAttention
+
+    mixer = dict(stmixer=functools.partial(RelationalSelfAttention, num_heads=2, kernel_size=(3, 3, 3)))
+    kwargs = dict(TINY, **mixer, stmixer_positions=[[0], [1]]) if with_rsa else dict(TINY)
+    torch.manual_seed(0)
+    plain = ResNet(**kwargs).eval()
+    fast = ResNet(**kwargs, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not fast.conv1.weight.is_contiguous()
+    seen = []
+    fast.layer1[0].conv3.register_forward_hook(lambda module, args, out: seen.append(out))
+    x = torch.randn(2, 3, 4, 32, 32)
+    outputs, grads = {}, {}
+    for name, net in (("plain", plain), ("fast", fast)):
+        xi = x.clone().requires_grad_()
+        outputs[name] = net(xi)
+        outputs[name].square().sum().backward()
+        grads[name] = [xi.grad] + [p.grad for p in net.parameters()]
+    assert seen[0].is_contiguous(memory_format=torch.channels_last_3d) and not seen[0].is_contiguous()
+    torch.testing.assert_close(outputs["fast"], outputs["plain"], rtol=1e-5, atol=1e-6)
+    for fast_grad, plain_grad in zip(grads["fast"], grads["plain"]):
+        torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-4, atol=1e-6)

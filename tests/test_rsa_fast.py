@@ -116,6 +116,33 @@ def test_fast_path_keeps_at_most_half_the_reference_activations(channels: int) -
     assert saved_fast > 0
 
 
+@pytest.mark.parametrize("config", ["nh2_mix_after", "nh4_mix_first"])
+@pytest.mark.parametrize(("kernel_type", "context_type"), COMBINATIONS)
+def test_keeping_the_windows_computes_the_same_function_and_keeps_more(
+    kernel_type: str, context_type: str, config: str
+) -> None:
+    """recompute_windows=False (the window sums kept from forward, not recomputed in backward): the reference
+    path's outputs and gradients, and more bytes saved for backward than the lean default."""
+    kwargs, shape = CONFIGS[config]
+    kwargs = dict(kwargs, kernel_type=kernel_type, context_type=context_type)
+    lean, reference = pair(kwargs)
+    keeping = RelationalSelfAttention(**kwargs, recompute_windows=False)
+    keeping.load_state_dict(reference.state_dict())
+    torch.manual_seed(1)
+    x = torch.randn(shape)
+    assert_same_function(keeping, reference, x)
+    saved = {
+        name: saved_tensor_bytes(lambda layer=layer: layer(x.clone().requires_grad_()), exclude=layer.parameters())
+        for name, layer in (("lean", lean), ("keeping", keeping))
+    }
+    assert saved["keeping"] > saved["lean"], saved
+
+
+def test_recompute_windows_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="recompute_windows must be True or False"):
+        RelationalSelfAttention(in_channels=8, out_channels=8, recompute_windows="no")
+
+
 def test_an_empty_batch_gives_an_empty_output_as_the_reference_path() -> None:
     fast, reference = pair(dict(in_channels=16, out_channels=16, kernel_size=(3, 3, 3)))
     x = torch.randn(0, 16, 4, 9, 9)

@@ -35,6 +35,17 @@ the scan lists as ``pyav``, files with a rotation or mirror display matrix (deco
 ignores mirrors), and any file decord refuses (a VP9 webm written live, without duration or cues; a one-frame webm;
 "broken metadata"), logged once per file. Only a file neither can read raises :class:`VideoDecodeError`.
 ``rsa_lightning.tools.reencode_videos`` rewrites such files as closed-GOP H.264 once and for all.
+
+:class:`TorchCodecBackend` (fast, optional: ``pip install torchcodec==0.13.0`` and FFmpeg's shared libraries, imported
+only when the backend is built) follows the same rules with torchcodec's exact mode (a scan of the packets, then a
+seek to the keyframe before each wanted frame by presentation timestamp). Checked against the reference decode:
+torchcodec is exact on the files decord seeks in, applies rotations by multiples of 90 degrees, and is exact on
+open-GOP H.264 in mp4; it returns other frames in AVI files with B-frames (decode-order timestamps, also when the
+probe reports them as open GOPs, as for MPEG-4 Part 2) and reads mirrors as rotations (a left-right mirror as a
+rotation by 180 degrees, a mirrored rotation as the rotation alone). So files the scan lists, files the probe finds
+any seek risk in (open-GOP mp4 included: the probe cannot tell them from AVI), mirrored files and files whose rotation
+torchcodec reports otherwise (a matrix that is no multiple of 90 degrees, which the reference does not apply) are
+read by :class:`PyAVBackend`, as are files torchcodec refuses (logged once).
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ from rsa_lightning.data.probing import (
 from rsa_lightning.data.video_io import (
     IDENTITY,
     NO_FRAMES,
+    Orientation,
     VideoDecodeError,
     check_file,
     decord_sequential,
@@ -72,6 +84,7 @@ from rsa_lightning.data.video_io import (
     open_container,
     open_decord,
 )
+from rsa_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +158,63 @@ def _choose(choose: ChooseFn, n: int) -> np.ndarray:
     return indices
 
 
+OpenGopFiles = Optional[Union[str, Path, Iterable[Union[str, Path]]]]
+
+
+def _listed_modes(open_gop_files: OpenGopFiles) -> dict[str, str]:
+    """``{normalised path: "sequential" | "pyav"}`` of the files a fast backend must not seek in: the list
+    ``rsa_lightning.tools.scan_videos`` writes (ignored while it does not exist), or paths (``"sequential"``)."""
+    if isinstance(open_gop_files, (str, Path)):
+        if Path(open_gop_files).is_file():
+            return read_decode_modes(open_gop_files)
+        # like the exclusion list: used once a scan has written it
+        log.info("no open-GOP list at %s yet (scan_videos writes it); relying on detection", open_gop_files)
+        return {}
+    return {os.path.normpath(str(p)): SEQUENTIAL for p in open_gop_files or ()}
+
+
+def _read_or_fall_back(
+    decoder: str, record: VideoRecord, choose: ChooseFn, read: Callable[[], tuple], fallback: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``read()``; when it raises :class:`VideoDecodeError` (``decoder`` refuses the file: a valid file it cannot read,
+    or a broken one) and ``fallback``, :class:`PyAVBackend`'s read of the same clip (``choose`` a :class:`_SameChoice`),
+    logged once per file. A file without video is not retried; a file neither reads raises PyAV's error."""
+    path = Path(record.path)
+    try:
+        return read()
+    except VideoDecodeError as err:
+        if not fallback or isinstance(err, _NoVideo):
+            raise
+        # only the text is kept: the error's traceback holds the decoder's reader, which must be freed now, not by a
+        # later garbage collection (in a forked DataLoader worker that crashes inside decord)
+        reason = str(err).removeprefix(f"{path}: ")
+    frames, indices = PyAVBackend().read(record, choose)
+    _log_once(logging.WARNING, str(path), f"{decoder} cannot read it ({reason}); decoded with PyAV instead")
+    return frames, indices
+
+
+def _read_decodable_part(
+    record: VideoRecord, choose: ChooseFn, num_file_frames: int, err: Exception
+) -> tuple[np.ndarray, np.ndarray]:
+    """After a fast decoder failed with ``err`` on a file whose container says ``num_file_frames``: when fewer frames
+    decode (:func:`~rsa_lightning.data.probing.count_decodable_frames`, a damaged tail), the clip sampled again over
+    them and read by :class:`PyAVBackend`; else (or when PyAV fails too) ``err`` is raised again.
+
+    Fast decoders read ahead into the damaged tail (decord's threads fail nondeterministically near it); PyAV decodes
+    the frames before the damage exactly.
+    """
+    path = Path(record.path)
+    decodable = count_decodable_frames(path)
+    if decodable >= num_file_frames or decodable <= (record.start_frame or 0):
+        raise err
+    log.debug("%s: the container says %d frames, %d decode", path, num_file_frames, decodable)
+    truncated = replace(record, num_frames=clip_length(record, decodable))
+    try:
+        return PyAVBackend().read(truncated, choose)
+    except VideoDecodeError:
+        raise err from None
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # backends
 
@@ -177,7 +247,7 @@ class DecordBackend:
         *,
         num_threads: int = 1,
         seek_mode: str = "auto",
-        open_gop_files: Optional[Union[str, Path, Iterable[Union[str, Path]]]] = None,
+        open_gop_files: OpenGopFiles = None,
         detect_open_gop: bool = True,
         fallback: bool = True,
     ) -> None:
@@ -187,14 +257,7 @@ class DecordBackend:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
         self.num_threads = num_threads
         self.seek_mode = seek_mode
-        if isinstance(open_gop_files, (str, Path)):
-            if Path(open_gop_files).is_file():
-                self.listed_modes = read_decode_modes(open_gop_files)
-            else:  # like the exclusion list: used once a scan has written it
-                log.info("no open-GOP list at %s yet (scan_videos writes it); relying on detection", open_gop_files)
-                self.listed_modes = {}
-        else:
-            self.listed_modes = {os.path.normpath(str(p)): SEQUENTIAL for p in open_gop_files or ()}
+        self.listed_modes = _listed_modes(open_gop_files)
         self.detect_open_gop = detect_open_gop
         self.fallback = fallback
 
@@ -232,17 +295,8 @@ class DecordBackend:
         mode = self.mode_for(path)
         if mode == EXACT:
             return PyAVBackend().read(record, choose)
-        try:
-            return self._read(path, record, choose, sequential=mode == SEQUENTIAL)
-        except VideoDecodeError as err:  # decord refuses the file: a valid file it cannot read, or a broken one
-            if not self.fallback or isinstance(err, _NoVideo):
-                raise
-            # only the text is kept: the error's traceback holds decord's reader, which must be freed now, not by a
-            # later garbage collection (in a forked DataLoader worker that crashes inside decord)
-            reason = str(err).removeprefix(f"{path}: ")
-        frames, indices = PyAVBackend().read(record, choose)  # a file neither reads raises PyAV's error
-        _log_once(logging.WARNING, str(path), f"decord cannot read it ({reason}); decoded with PyAV instead")
-        return frames, indices
+        read = lambda: self._read(path, record, choose, sequential=mode == SEQUENTIAL)
+        return _read_or_fall_back("decord", record, choose, read, self.fallback)
 
     def _read(self, path: Path, record: VideoRecord, choose: ChooseFn, sequential: bool):
         try:
@@ -255,18 +309,8 @@ class DecordBackend:
             try:
                 frames = self._decode(reader, start + indices, sequential)
             except Exception as err:
-                decodable = count_decodable_frames(path)
-                if decodable >= num_file_frames or decodable <= start:
-                    raise
-                log.debug("%s: the container says %d frames, %d decode", path, num_file_frames, decodable)
                 del reader
-                # decord's threaded decoder reads ahead into the damaged tail and fails nondeterministically near
-                # it; PyAV decodes the frames before the damage exactly
-                truncated = replace(record, num_frames=clip_length(record, decodable))
-                try:
-                    return PyAVBackend().read(truncated, choose)
-                except VideoDecodeError:
-                    raise err from None
+                return _read_decodable_part(record, choose, num_file_frames, err)
         except (VideoDecodeError, SamplerIndexError):
             raise
         except Exception as err:  # decord raises DECORDError and plain RuntimeErrors
@@ -285,6 +329,120 @@ class DecordBackend:
         return (
             f"DecordBackend(num_threads={self.num_threads}, seek_mode={self.seek_mode!r}, "
             f"open_gop_files=<{len(self.listed_modes)} files>, detect_open_gop={self.detect_open_gop})"
+        )
+
+
+TORCHCODEC_INSTALL = (
+    "install it with `make install` (on Debian it also installs FFmpeg's shared libraries), or `pip install "
+    "torchcodec==0.13.0` plus FFmpeg 4-7 shared libraries (libavcodec, libavformat, ...); or use data/backend=decord"
+)
+
+
+def load_torchcodec():
+    """torchcodec's ``VideoDecoder`` class, imported on first use (the package imports without torchcodec).
+
+    Raises :class:`~rsa_lightning.errors.ConfigError` naming ``data/backend=torchcodec`` and how to install it when
+    torchcodec is missing or cannot load (no FFmpeg shared libraries, or a build for another torch).
+    """
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception as err:  # ImportError; RuntimeError / OSError when its libraries do not load
+        raise ConfigError(
+            f"data/backend=torchcodec: torchcodec cannot be loaded ({describe(err)}); {TORCHCODEC_INSTALL}"
+        ) from None
+    return VideoDecoder
+
+
+# the orientations without a mirror, as the rotation torchcodec reports and applies (VideoStreamMetadata.rotation,
+# degrees counter-clockwise, modulo 360); torchcodec reads a mirror as a rotation, so mirrored files are not here
+_ROTATION_DEGREES = {
+    IDENTITY: 0,
+    Orientation(transpose=True, flip_rows=True): 90,
+    Orientation(flip_rows=True, flip_cols=True): 180,
+    Orientation(transpose=True, flip_cols=True): 270,
+}
+
+
+class TorchCodecBackend:
+    """Decode video files with torchcodec's exact mode (one ``VideoDecoder`` per call), exactly.
+
+    Args:
+        num_threads: FFmpeg decoding threads per decoder (1: the DataLoader workers are the parallelism; 0: FFmpeg's
+            choice).
+        open_gop_files: the scan's list of files decord must not seek in (see :class:`DecordBackend`): every file it
+            lists is read by :class:`PyAVBackend`.
+        fallback: decode a file torchcodec cannot open or decode with :class:`PyAVBackend` (logged once per file);
+            False: raise :class:`VideoDecodeError`.
+
+    Every file is probed once per process (:func:`~rsa_lightning.data.probing.probe_video`, cached): files with a
+    seek risk (open GOPs, decode-order timestamps, AVI) or a mirrored display matrix are read by
+    :class:`PyAVBackend`, and so is a file whose rotation torchcodec reports otherwise than the reference applies
+    (see the module docstring for what was measured). The frame count is that of torchcodec's scan of the packets;
+    when a read fails, the decodable frames are counted and the clip sampled again over them, as
+    :class:`DecordBackend` does.
+
+    Raises:
+        ConfigError: at construction, when torchcodec cannot be loaded (the message says how to install it).
+    """
+
+    def __init__(self, *, num_threads: int = 1, open_gop_files: OpenGopFiles = None, fallback: bool = True) -> None:
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        load_torchcodec()
+        self.num_threads = num_threads
+        self.listed_modes = _listed_modes(open_gop_files)
+        self.fallback = fallback
+
+    def mode_for(self, path: Path) -> str:
+        """How ``path`` is read: ``"seek"`` (torchcodec) or ``"pyav"`` (listed, a seek risk, or mirrored)."""
+        if os.path.normpath(str(path)) in self.listed_modes:
+            return EXACT
+        probe = probe_video_cached(str(path))
+        return EXACT if probe.seek_risk or probe.orientation not in _ROTATION_DEGREES else "seek"
+
+    def read(self, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:
+        path = Path(record.path)
+        check_file(path)
+        choose = _SameChoice(choose)
+        if self.mode_for(path) == EXACT:
+            return PyAVBackend().read(record, choose)
+        return _read_or_fall_back("torchcodec", record, choose, lambda: self._read(path, record, choose), self.fallback)
+
+    def _read(self, path: Path, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:
+        video_decoder = load_torchcodec()
+        try:
+            decoder = video_decoder(
+                str(path), seek_mode="exact", num_ffmpeg_threads=self.num_threads, dimension_order="NHWC"
+            )
+            num_file_frames = decoder.metadata.num_frames or 0
+            if num_file_frames < 1:
+                raise VideoDecodeError(f"{path}: no frames")
+            rotation = decoder.metadata.rotation or 0.0  # torchcodec applies it rounded to a multiple of 90
+            expected = _ROTATION_DEGREES[probe_video_cached(str(path)).orientation]
+            if abs((rotation - expected + 180) % 360 - 180) > 0.5:
+                why = f"its rotation is {rotation:.0f} degrees to torchcodec, {expected} to us"
+                raise VideoDecodeError(f"{path}: {why}")
+            start = record.start_frame or 0
+            indices = _choose(choose, clip_length(record, num_file_frames))
+            # each frame once, in increasing order (no backward seek), then in the sampler's order
+            wanted, order = np.unique(start + indices, return_inverse=True)
+            try:
+                frames = decoder.get_frames_at(wanted.tolist()).data.numpy()[order.reshape(-1)]
+            except Exception as err:
+                del decoder
+                return _read_decodable_part(record, choose, num_file_frames, err)
+        except (VideoDecodeError, SamplerIndexError):
+            raise
+        except Exception as err:  # torchcodec raises RuntimeErrors and ValueErrors
+            if "best video stream is unknown" in str(err):  # no video stream (an audio-only file)
+                raise _NoVideo(str(no_video_error(path))) from None
+            raise VideoDecodeError(f"{path}: {describe(err)}") from err
+        return frames, indices
+
+    def __repr__(self) -> str:
+        return (
+            f"TorchCodecBackend(num_threads={self.num_threads}, open_gop_files=<{len(self.listed_modes)} files>, "
+            f"fallback={self.fallback})"
         )
 
 

@@ -50,13 +50,15 @@ class VideoDecodeError(UserError, RuntimeError):
 
 # decord's "[18:06:42] /github/.../video_reader.cc:270: [/path/of/the/file.webm] " before its message
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (\[[^\]]*\] )?")
+# torchcodec's "SingleStreamDecoder, /__w/.../SingleStreamDecoder.cpp:52, " before its message
+_TORCHCODEC_PREFIX = re.compile(r"^\w+, \S+\.cpp:\d+, ")
 
 
 def describe(err: BaseException) -> str:
     """``Type: message`` cut to its first line (decord appends C++ stack traces to its messages and starts them
-    with a time and its source file, left out)."""
+    with a time and its source file, torchcodec with a function and its source file: left out)."""
     lines = str(err).strip().splitlines()
-    first = _DECORD_PREFIX.sub("", lines[0])[:300] if lines else ""
+    first = _TORCHCODEC_PREFIX.sub("", _DECORD_PREFIX.sub("", lines[0]))[:300] if lines else ""
     return f"{type(err).__name__}: {first}"
 
 

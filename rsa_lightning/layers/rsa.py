@@ -141,6 +141,11 @@ class RelationalSelfAttention(nn.Module):
         latent_channels: dd; None derives it.
         implementation: "fast" (:mod:`rsa_lightning.layers.rsa_fast`) or "reference" (:meth:`forward_reference`);
             the same function and parameters, different speed and memory (``benchmarks/rsa_layer.py``).
+        recompute_windows: fast path only: recompute the window sums [F, A] and R in backward (True, the lean
+            default: saved activations at most half the reference path's) or keep them from the forward pass (False:
+            one forward pass of the window convolutions less, about 15 % of the layer's training time at
+            ``rsa_tiny``'s sizes, for 2-3x the saved activations; for small layers whose memory does not matter).
+            The same function either way.
 
     Parameters (only those the kernel/context types use exist): ``projection`` (1x1x1 conv to nh*dk queries, one
     dk-channel key unless kernel "V", one dv-channel value), ``H1`` (kernel "R"/"V+R"), ``P1`` (kernel "V+R"),
@@ -161,10 +166,13 @@ class RelationalSelfAttention(nn.Module):
         value_channels: Optional[int] = None,
         latent_channels: Optional[int] = None,
         implementation: str = "fast",
+        recompute_windows: bool = True,
     ) -> None:
         super().__init__()
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        if not isinstance(recompute_windows, bool):
+            raise ValueError(f"recompute_windows must be True or False, got {recompute_windows!r}")
         if isinstance(kernel_size, int):
             raise ValueError(f"kernel_size must be a tuple (kt, kh, kw) of odd sizes, got the int {kernel_size}")
         kernel_size = tuple(kernel_size)
@@ -209,6 +217,7 @@ class RelationalSelfAttention(nn.Module):
         self.value_channels = dv
         self.latent_channels = dd
         self.implementation = implementation
+        self.recompute_windows = recompute_windows
         self.window_size = math.prod(kernel_size)
         # Which side of the value mixing gets the kernel first; see "Contraction order" in the module docstring.
         self.mix_after_aggregation = num_heads < dd
@@ -284,7 +293,7 @@ class RelationalSelfAttention(nn.Module):
             f"kernel_size={self.kernel_size}, stride={self.stride}, kernel_type={self.kernel_type!r}, "
             f"context_type={self.context_type!r}, key_channels={self.key_channels}, "
             f"value_channels={self.value_channels}, latent_channels={self.latent_channels}, "
-            f"implementation={self.implementation!r}"
+            f"implementation={self.implementation!r}" + ("" if self.recompute_windows else ", recompute_windows=False")
         )
 
     # --- equations ------------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ What changes, and why (forward + backward, fp32, one thread, batch 2 x 8 frames 
   comes last) F kappa^T, about (3 nh + 2) * dv values per position. The window sums [F, A] (dv * (dd + dv) values)
   are recomputed in backward, and R (dk * dd) too where it is small (:func:`keep_relations_for_backward`); the
   reference path keeps all of them, which is most of its saved activations. Cost: one more forward pass of those
-  convolutions, about a quarter of their forward + backward time.
+  convolutions, about a quarter of their forward + backward time. ``recompute_windows=False`` (the layer's option)
+  keeps [F, A] and R instead, for layers whose memory does not matter (``rsa_tiny``).
 - Normalisation keeps its output and norm only (:class:`_L2Normalise`), not its input, square and sum, and normalises
   the queries, key and values of a position in one call when dk = dv (one backward, no zero-filled gradient slices).
 
@@ -353,7 +354,8 @@ class _RecomputedWindows(torch.autograd.Function):
             mix_after_aggregation=options["mix_after_aggregation"],
         )
         ctx.options = options
-        ctx.save_for_backward(query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate)
+        kept = windows if options["keep_windows"] else None
+        ctx.save_for_backward(query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate, kept)
         return y
 
     @staticmethod
@@ -366,10 +368,11 @@ class _RecomputedWindows(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate = ctx.saved_tensors
+        query, relations, key, value, h1, p1, h2g, eye, kernel, aggregate, windows = ctx.saved_tensors
         options = ctx.options
         shape = options["shape"]
-        windows = value_windows(value, h2g, shape)  # [F, A] again
+        if windows is None:
+            windows = value_windows(value, h2g, shape)  # [F, A] again
         if key is not None:
             with torch.enable_grad():  # R again, this time for its backward
                 key_ = key.detach().requires_grad_()
@@ -428,9 +431,15 @@ def rsa_fast(layer: RelationalSelfAttention, x: torch.Tensor) -> torch.Tensor:
 
     h2g = layer.H2.weight if layer.context_type == "V" else torch.cat([layer.H2.weight, layer.G.weight])
     h1 = layer.H1.weight if has_key else None
-    keep_relations = has_key and keep_relations_for_backward(dk, dd)
+    keep_windows = not layer.recompute_windows
+    keep_relations = has_key and (keep_windows or keep_relations_for_backward(dk, dd))
     relations = window_sums(key, h1, (b, t, h, w), groups=dk) if keep_relations else None  # R (P, dk, dd)
-    options = dict(shape=(b, t, h, w), latent_channels=dd, mix_after_aggregation=layer.mix_after_aggregation)
+    options = dict(
+        shape=(b, t, h, w),
+        latent_channels=dd,
+        mix_after_aggregation=layer.mix_after_aggregation,
+        keep_windows=keep_windows,
+    )
     y = _RecomputedWindows.apply(
         options,
         query,

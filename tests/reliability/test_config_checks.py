@@ -136,6 +136,11 @@ BAD_VALUES = {
         ["model.net.checkpoint_mixers=maybe"],
         "model.net.checkpoint_mixers must be true or",
     ),
+    "channels_last_not_bool": (["model.net.channels_last=yes"], "model.net.channels_last must be true or false"),
+    "recompute_windows_not_bool": (
+        ["model.net.stmixer.recompute_windows=1"],
+        "model.net.stmixer.recompute_windows must be true or false",
+    ),
     "heads_stage0": (["model.net.stmixer.num_heads=3"], "num_heads=3 does not divide the 16 channels of the mixer at"),
     "heads_later_stage": (
         ["model.net.widths=[16,24,64,128]", "model.net.stmixer.num_heads=16"],
