@@ -84,3 +84,23 @@ def test_layer_benchmark_prints_the_ratios_at_the_last_stage(tmp_path):
     row = next(line for line in result.stdout.splitlines() if "512/7" in line)
     assert row.count("x") >= 6  # the time and memory ratios
     assert re.search(r"worst fast/reference: time \d+\.\d\dx, saved activations 0\.\d\dx", result.stdout)
+
+
+def test_tiny_options_refuses_bad_counts_in_one_line(tmp_path):
+    for bad in (["--repeats", "0"], ["--threads", "0"], ["--trajectory", "-1"]):
+        result = run_script("tiny_options.py", *bad, cwd=tmp_path)
+        assert result.returncode == 2 and bad[0] in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tiny_options_times_every_variant_and_keeping_the_windows_trains_bit_identically(tmp_path):
+    result = run_script("tiny_options.py", "--repeats", "1", "--steps", "1", "--trajectory", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rows = {line[:26].strip(): line[26:].split() for line in lines if line.startswith(("rsa", "tsn"))}
+    assert set(rows) >= {"rsa_tiny, lean", "rsa_tiny, keep windows", "rsa_tiny, both", "tsn_tiny, channels-last"}
+    assert rows["rsa_tiny, lean"][1] == "1.00x"
+    # the trajectory rows: step, keep windows, channels-last, both; keeping the windows changes no bit
+    steps = [line.split() for line in lines if re.match(r"\s+\d+\s+\d", line)]
+    assert [int(row[0]) for row in steps] == [0, 1]
+    assert all(float(row[1]) == 0.0 for row in steps)
+    assert all(float(row[2]) > 0.0 for row in steps)  # channels-last rounds differently
