@@ -38,11 +38,13 @@ fi
 endef
 
 # The packages are installed by uv (from PyPI, into this venv: about 10x faster than pip), falling back to pip when
-# uv cannot be installed; torch comes first, by pip (which finds the local CPU build), byte-compiled on every core.
+# uv cannot be installed; torch comes first, by pip (which finds the local CPU build), byte-compiled on every core
+# (compileall reports torch's files written for newer Pythons as errors, which pip's own compilation skips: ignored).
 $(STAMP): pyproject.toml | $(PY)
 	@$(INSTALL_FFMPEG_LIBS)
 	$(PY) -c "import torch" 2>/dev/null || { $(PY) -m pip install --quiet --no-compile "$(TORCH_SPEC)" \
-		&& $(PY) -m compileall -q -j 0 "$$($(PY) -c 'import torch, os; print(os.path.dirname(torch.__file__))')"; }
+		&& { $(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch" \
+		>/dev/null || true; }; }
 	{ $(PY) -m pip install --quiet uv \
 		&& $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e ".[dev,torchcodec]"; } \
 		|| $(PY) -m pip install --quiet -e ".[dev,torchcodec]"
