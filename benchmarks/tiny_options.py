@@ -95,6 +95,8 @@ def time_steps(args: argparse.Namespace) -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     kind = "thread CPU" if args.threads == 1 else "wall-clock"
     print(f"training step, batch 16 x 8 x 56 x 56, {args.threads} thread(s), {kind} ms, median of {args.repeats}")
+    if args.repeats == 1:
+        print("(one round: a smoke run, its ratios are not measurements)")
     print(f"{'variant':<26} {'ms':>8} {'speed-up':>9}")
     for name, ms in medians.items():
         print(f"{name:<26} {ms:8.1f} {medians[BASELINE[name]] / ms:8.2f}x")

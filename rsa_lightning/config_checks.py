@@ -269,6 +269,12 @@ def _check_network(net: Mapping[str, Any]) -> None:
                 "model.net.checkpoint_mixers=true does nothing: this model has no space-time mixer (model.net.stmixer)"
             )
         return
+    if not mixer.get("_target_"):
+        raise ConfigError(
+            f"model.net.stmixer has no _target_ (got {dict(mixer)}): this model has no space-time mixer "
+            "(model.net.stmixer: null), so drop the model.net.stmixer.* overrides, or pick a model with one "
+            "(e.g. model=rsa_tiny)"
+        )
     _check_mixer_window(mixer)
     implementation = mixer.get("implementation", "fast")
     if "RelationalSelfAttention" in str(mixer.get("_target_", "")) and implementation not in ("fast", "reference"):
@@ -277,6 +283,11 @@ def _check_network(net: Mapping[str, Any]) -> None:
             f'"Performance"), got {implementation!r}: e.g. model.net.stmixer.implementation=fast'
         )
     if "recompute_windows" in mixer:
+        if "RelationalSelfAttention" not in str(mixer.get("_target_", "")):
+            raise ConfigError(
+                f"model.net.stmixer.recompute_windows applies to the RSA layer only; this model's mixer is "
+                f"{mixer['_target_']}: drop the override"
+            )
         _check_switch(
             "model.net.stmixer.recompute_windows",
             mixer["recompute_windows"],

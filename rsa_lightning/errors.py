@@ -174,6 +174,8 @@ def message(err: BaseException) -> str:
     if cause is not None:
         target = re.search(r"Error in call to target '([^']+)'", str(err))
         where = f"{target.group(1)}: " if target else ""
+        if isinstance(cause, UserError):  # its message already names the key and the fix
+            return f"{where}{message(cause)}"
         return f"{where}{message(cause)} (check the config values it is built from)"
     return str(err).strip() or type(err).__name__
 

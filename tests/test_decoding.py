@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
+import torch
 from conftest import decoded_frame_index, frame_brightness, write_brightness_video
 
 from rsa_lightning.data.annotations import VideoRecord
@@ -381,10 +382,13 @@ def test_an_unloadable_torchcodec_gives_one_short_error(monkeypatch, unloadable)
     with pytest.raises(ConfigError) as raised:
         TorchCodecBackend()
     message = str(raised.value)
-    assert message.startswith("data/backend=torchcodec: torchcodec cannot be loaded (")
     assert "make install" in message and "pip install torchcodec==0.13.0" in message and "FFmpeg" in message
-    assert "\n" not in message and len(message) < 400
-    if unloadable is not None:
+    assert "\n" not in message and len(message) < 700
+    if unloadable is None:
+        assert message.startswith("data/backend=torchcodec: torchcodec cannot be loaded (")
+    else:  # the likely causes summarised, not cut off after "Likely causes:"
+        assert message.startswith("data/backend=torchcodec: torchcodec is installed but its native library does not")
+        assert f"another torch than this {torch.__version__}" in message and "FFmpeg 4-8 shared libraries" in message
         assert "Could not load libtorchcodec" in message
 
 
@@ -405,3 +409,18 @@ def test_the_package_imports_and_runs_without_torchcodec(tmp_path):
     assert result.returncode != 0 and last.startswith("rsa_lightning.errors.ConfigError: data/backend=torchcodec"), (
         result.stderr
     )
+
+
+@pytest.mark.parametrize("backend", [DecordBackend, TorchCodecBackend], ids=["decord", "torchcodec"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_threads": "two"}, "data.backend.num_threads must be an integer >= 0, got 'two'"),
+        ({"num_threads": -1}, "data.backend.num_threads must be an integer >= 0, got -1"),
+        ({"fallback": "maybe"}, "data.backend.fallback must be true or false, got 'maybe'"),
+    ],
+)
+def test_backend_options_name_the_key(backend, kwargs, match):
+    # checked before torchcodec is loaded: the answer does not depend on it being installed
+    with pytest.raises(ValueError, match=match):
+        backend(**kwargs)

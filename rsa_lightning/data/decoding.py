@@ -161,6 +161,15 @@ def _choose(choose: ChooseFn, n: int) -> np.ndarray:
 OpenGopFiles = Optional[Union[str, Path, Iterable[Union[str, Path]]]]
 
 
+def _check_backend_options(num_threads: object, fallback: object) -> None:
+    """ValueError naming the key for a ``data.backend.num_threads`` that is no integer >= 0 or a
+    ``data.backend.fallback`` that is no boolean (Hydra reads ``maybe`` as a string)."""
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
+        raise ValueError(f"data.backend.num_threads must be an integer >= 0, got {num_threads!r}")
+    if not isinstance(fallback, bool):
+        raise ValueError(f"data.backend.fallback must be true or false, got {fallback!r}")
+
+
 def _listed_modes(open_gop_files: OpenGopFiles) -> dict[str, str]:
     """``{normalised path: "sequential" | "pyav"}`` of the files a fast backend must not seek in: the list
     ``rsa_lightning.tools.scan_videos`` writes (ignored while it does not exist), or paths (``"sequential"``)."""
@@ -253,8 +262,7 @@ class DecordBackend:
     ) -> None:
         if seek_mode not in SEEK_MODES:
             raise ValueError(f"seek_mode must be one of {SEEK_MODES}, got {seek_mode!r}")
-        if num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        _check_backend_options(num_threads, fallback)
         self.num_threads = num_threads
         self.seek_mode = seek_mode
         self.listed_modes = _listed_modes(open_gop_files)
@@ -333,8 +341,8 @@ class DecordBackend:
 
 
 TORCHCODEC_INSTALL = (
-    "install it with `make install` (on Debian it also installs FFmpeg's shared libraries), or `pip install "
-    "torchcodec==0.13.0` plus FFmpeg 4-7 shared libraries (libavcodec, libavformat, ...); or use data/backend=decord"
+    "install it with `make install` (on Debian 12 it also installs FFmpeg's shared libraries), or `pip install "
+    "torchcodec==0.13.0` plus FFmpeg 4-8 shared libraries (libavcodec, libavformat, ...); or use data/backend=decord"
 )
 
 
@@ -346,9 +354,18 @@ def load_torchcodec():
     """
     try:
         from torchcodec.decoders import VideoDecoder
-    except Exception as err:  # ImportError; RuntimeError / OSError when its libraries do not load
+    except ImportError as err:
         raise ConfigError(
             f"data/backend=torchcodec: torchcodec cannot be loaded ({describe(err)}); {TORCHCODEC_INSTALL}"
+        ) from None
+    except Exception as err:  # RuntimeError / OSError: its native library does not load
+        import torch
+
+        raise ConfigError(
+            f"data/backend=torchcodec: torchcodec is installed but its native library does not load: FFmpeg 4-8 "
+            f"shared libraries (libavutil, libavcodec, ...) not found, or a torchcodec release built for another "
+            f"torch than this {torch.__version__} (torchcodec 0.13.0 loads beside torch 2.13.0); {TORCHCODEC_INSTALL}"
+            f" (its own message: {describe(err)})"
         ) from None
     return VideoDecoder
 
@@ -386,8 +403,7 @@ class TorchCodecBackend:
     """
 
     def __init__(self, *, num_threads: int = 1, open_gop_files: OpenGopFiles = None, fallback: bool = True) -> None:
-        if num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        _check_backend_options(num_threads, fallback)
         load_torchcodec()
         self.num_threads = num_threads
         self.listed_modes = _listed_modes(open_gop_files)
@@ -526,7 +542,7 @@ class PyAVBackend:
     def _decode(self, container, stream, index: _PacketIndex, wanted: np.ndarray, path: Path) -> np.ndarray:
         if index.usable:
             try:
-                return self._decode_by_timestamp(container, stream, index, wanted)
+                return self._decode_by_timestamp(container, stream, index, wanted, path)
             except _TimestampMismatch as why:
                 _log_once(logging.INFO, str(path), f"{why}; decoding it sequentially (exact, slower)")
         else:
@@ -549,7 +565,7 @@ class PyAVBackend:
         return np.stack([out[int(i)] for i in wanted])
 
     @staticmethod
-    def _decode_by_timestamp(container, stream, index: _PacketIndex, wanted: np.ndarray) -> np.ndarray:
+    def _decode_by_timestamp(container, stream, index: _PacketIndex, wanted: np.ndarray, path: Path) -> np.ndarray:
         targets = index.timestamps[wanted]
         known, wanted_set = set(index.timestamps.tolist()), set(targets.tolist())
         out: dict[int, np.ndarray] = {}
@@ -571,7 +587,7 @@ class PyAVBackend:
                     raise _TimestampMismatch(f"the seek to {keyframe} went past {target}")
                 position = frame.pts
                 if orientation is None:
-                    orientation = frame_orientation(frame)
+                    orientation = frame_orientation(frame, path)
                 if frame.pts >= floor and frame.pts in wanted_set and frame.pts not in out:
                     out[frame.pts] = orientation.apply(frame_to_rgb(frame))
                 if position >= target:

@@ -143,9 +143,9 @@ class RelationalSelfAttention(nn.Module):
             the same function and parameters, different speed and memory (``benchmarks/rsa_layer.py``).
         recompute_windows: fast path only: recompute the window sums [F, A] and R in backward (True, the lean
             default: saved activations at most half the reference path's) or keep them from the forward pass (False:
-            one forward pass of the window convolutions less, about 15 % of the layer's training time at
-            ``rsa_tiny``'s sizes, for 2-3x the saved activations; for small layers whose memory does not matter).
-            The same function either way.
+            one forward pass of the window convolutions less, about 18 % of the layer's training time at
+            ``rsa_tiny``'s sizes, for 1.4-1.6x its saved activations; for small layers whose memory does not
+            matter). Bit-identical results either way (``benchmarks/tiny_options.py``).
 
     Parameters (only those the kernel/context types use exist): ``projection`` (1x1x1 conv to nh*dk queries, one
     dk-channel key unless kernel "V", one dv-channel value), ``H1`` (kernel "R"/"V+R"), ``P1`` (kernel "V+R"),

@@ -191,10 +191,11 @@ class ResNet(nn.Module):
             ("Performance") for the memory it saves and the time it costs.
         channels_last: keep the weights and every activation in PyTorch's channels-last 3-D memory format
             (``torch.channels_last_3d``: (B, T, H, W, C) in memory); the input is converted on entry. The same
-            function (results equal up to fp32 summation order); the speed depends on the network and the CPU: on
-            this project's 2-core machine ``rsa_tiny`` trains 1.1-1.2x faster and ``tsn_tiny`` about 1.5x, RSANet-R50
-            runs at 0.90x (``benchmarks/rsa_network.py``, README "Performance"). The RSA fast path reads a
-            channels-last input without a copy.
+            function (results equal up to fp32 summation order, which sends a training run on another trajectory
+            from the same seed); the speed depends on the network and the CPU: on this project's 2-core machine a
+            training step of ``rsa_tiny`` is 1.04-1.19x faster, ``tsn_tiny`` 1.2-1.34x, RSANet-R50 0.90x
+            (``benchmarks/tiny_options.py``, ``benchmarks/rsa_network.py``; README "Performance"). The RSA fast path
+            reads a channels-last input without a copy.
 
     Raises:
         TypeError: an unknown keyword argument (e.g. a misspelt config key).

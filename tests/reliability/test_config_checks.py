@@ -137,6 +137,14 @@ BAD_VALUES = {
         "model.net.checkpoint_mixers must be true or",
     ),
     "channels_last_not_bool": (["model.net.channels_last=yes"], "model.net.channels_last must be true or false"),
+    "mixer_option_without_mixer": (
+        ["model=tsn_tiny", "+model.net.stmixer.recompute_windows=false"],
+        "model.net.stmixer has no _target_",
+    ),
+    "recompute_windows_on_another_mixer": (
+        ["model=local_sa_r50", "+model.net.stmixer.recompute_windows=false"],
+        "model.net.stmixer.recompute_windows applies to the RSA layer only",
+    ),
     "recompute_windows_not_bool": (
         ["model.net.stmixer.recompute_windows=1"],
         "model.net.stmixer.recompute_windows must be true or false",
