@@ -226,6 +226,7 @@ def startup_lines(
     dataset = (
         f"data: {data_name}from {cfg.data.get('root')}: {counts + ' videos, ' if counts else ''}"
         f"{data.get('num_classes')} classes, clips of {frames} frames x {crop} x {crop}"
+        + (f", decoded by {choices['data/backend']}" if choices.get("data/backend") else "")
     )
     return [f"run dir: {output_dir}", model, dataset]
 

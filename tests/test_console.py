@@ -136,6 +136,7 @@ def test_startup_lines_say_what_the_run_is(runs):
     assert model, text[:4000]
     assert int(model.group(1).replace(",", "")) > 100_000 and float(model.group(2)) > 0
     assert re.search(r"data: synthetic from \S+: 20 train / 10 val videos, 10 classes, clips of 4 frames", text)
+    assert re.search(r"clips of 4 frames x \d+ x \d+, decoded by decord", text)
     assert re.search(
         r"training: 2 epochs, global batch 4 = 4 clips x 1 device\(s\) x 1 accumulated, lr 0\.002 \(not scaled\), "
         r"precision 32-true on cpu",
