@@ -276,14 +276,15 @@ def _check_network(net: Mapping[str, Any]) -> None:
             "(e.g. model=rsa_tiny)"
         )
     _check_mixer_window(mixer)
+    is_rsa = "RelationalSelfAttention" in str(mixer["_target_"])
     implementation = mixer.get("implementation", "fast")
-    if "RelationalSelfAttention" in str(mixer.get("_target_", "")) and implementation not in ("fast", "reference"):
+    if is_rsa and implementation not in ("fast", "reference"):
         raise ConfigError(
             f"model.net.stmixer.implementation must be fast or reference (the same function; README "
             f'"Performance"), got {implementation!r}: e.g. model.net.stmixer.implementation=fast'
         )
     if "recompute_windows" in mixer:
-        if "RelationalSelfAttention" not in str(mixer.get("_target_", "")):
+        if not is_rsa:
             raise ConfigError(
                 f"model.net.stmixer.recompute_windows applies to the RSA layer only; this model's mixer is "
                 f"{mixer['_target_']}: drop the override"

@@ -203,6 +203,19 @@ def test_a_value_a_constructor_refuses_is_bad_input_naming_the_target():
     assert text.startswith("rsa_lightning.data.transforms.EvalTransform: ") and "crop" in text, text
     err = _raised(lambda: hydra.utils.instantiate({"_target_": "torch.nn.Dropout", "p": 1.5}))  # a library's check
     assert errors.classify(err) == 2 and "Dropout: dropout probability" in errors.message(err)
+    assert errors.message(err).endswith("(check the config values it is built from)")
+
+
+def test_a_constructors_own_user_error_keeps_its_fix_without_the_config_hint(monkeypatch):
+    import hydra
+
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # torchcodec not importable: a ConfigError
+    target = "rsa_lightning.data.decoding.TorchCodecBackend"
+    err = _raised(lambda: hydra.utils.instantiate({"_target_": target}))
+    assert errors.classify(err) == 2
+    text = errors.message(err)
+    assert text.startswith(f"{target}: data/backend=torchcodec: torchcodec cannot be loaded (")
+    assert text.endswith("or use data/backend=decord"), text  # its own fix last, no "check the config values"
 
 
 def test_a_mandatory_value_not_given_names_the_key():
