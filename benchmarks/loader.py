@@ -13,12 +13,15 @@ each set, in one run, it times (clips per second, one pass over every clip, best
   loads; else a line says why not);
 * each backend alone, one process: DecordBackend (seek_mode auto / seek), PyAVBackend, TorchCodecBackend,
   FrameFolderBackend; TorchCodecBackend's frames are compared with PyAVBackend's (exact) on every clip;
-* VideoDataset + the official recipe's :class:`TrainTransform` (every frame resized to 240 x 320, TSN multi-scale
-  crop resized to 224, flip; the ``conf/data/_video_defaults.yaml`` settings), in process;
+* VideoDataset + the official recipe's :class:`TrainTransform` (TSN multi-scale crop of the frame resized to
+  240 x 320, resized to 224, flip; the ``conf/data/_video_defaults.yaml`` settings: ``crop_first``, the window cut
+  from the decoded frame and resampled once), in process;
 * the same in a DataLoader with ``--workers`` workers (persistent workers, epochs after the first; the first,
-  with start-up, separately), and without the transform;
+  with start-up, separately), with the two-stage transform (``crop_first=False``: every frame resized to 240 x 320,
+  then the window to 224), and without the transform;
 * once, on one decoded clip: the frame resize of the transforms (uint8 kernel, ``transforms._interpolate``) against
-  the earlier float path (uint8 -> float32, interpolate, round back), in ms per clip.
+  the earlier float path (uint8 -> float32, interpolate, round back), and the official TrainTransform with and
+  without ``crop_first`` (the same random windows), in ms per clip.
 
 All paths decode the same frames (segment centres of 8 segments). The acceptance of issue 14 is the last line of each
 set, ``loader / bare decord in N processes`` (the loader alone, no transform, against bare decoding of the same
@@ -109,10 +112,15 @@ def centre_sampler(n: int, rng=None, view: int = 0, num_views: int = 1) -> np.nd
     return segment_centre_indices(n, NUM_SEGMENTS)
 
 
-def official_train_transform() -> TrainTransform:
+def official_train_transform(crop_first: bool = True) -> TrainTransform:
     """The training transform of the real-dataset configs (``conf/data/_video_defaults.yaml``), flipping any clip."""
     return TrainTransform(
-        resize=[240, 320], crop_size=224, scales=[1.0, 0.875, 0.75, 0.66], max_distort=1, flip="always"
+        resize=[240, 320],
+        crop_size=224,
+        scales=[1.0, 0.875, 0.75, 0.66],
+        max_distort=1,
+        flip="always",
+        crop_first=crop_first,
     )
 
 
@@ -130,6 +138,19 @@ def resize_ms(clip: torch.Tensor, repeats: int) -> dict[str, float]:
         for name, fn in (("uint8 kernel", resize_frames), ("float path", float_resize)):
             start = time.perf_counter()
             fn(clip, (240, 320))
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def transform_ms(clip: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of the official TrainTransform of ``clip`` with and without ``crop_first``, interleaved, the same
+    random window for both in each round (the window size varies between rounds)."""
+    transforms = {"crop_first=true": official_train_transform(), "crop_first=false": official_train_transform(False)}
+    times: dict[str, list[float]] = {name: [] for name in transforms}
+    for seed in range(max(20, 20 * repeats)):
+        for name, transform in transforms.items():
+            start = time.perf_counter()
+            transform(clip, label=0, generator=torch.Generator().manual_seed(seed))
             times[name].append(1000 * (time.perf_counter() - start))
     return {name: float(np.median(values)) for name, values in times.items()}
 
@@ -209,7 +230,12 @@ def measure(name: str, sets: dict, records: dict, args: argparse.Namespace, torc
     rates["VideoDataset + TrainTransform, in process"] = best_rate(
         lambda: [dataset[i] for i in range(len(dataset))], n, args.repeats
     )
-    for label, transform in ((", with TrainTransform", official_train_transform()), ("", None)):
+    two_stage = ", with TrainTransform(crop_first=false)"
+    for label, transform in (
+        (", with TrainTransform", official_train_transform()),
+        (two_stage, official_train_transform(False)),
+        ("", None),
+    ):
         dataset.transform = transform
         loader = DataLoader(
             dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
@@ -221,7 +247,7 @@ def measure(name: str, sets: dict, records: dict, args: argparse.Namespace, torc
         rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(
             lambda loader=loader: [None for _ in loader], n, args.repeats
         )
-        if transform is not None:
+        if label == ", with TrainTransform":
             rates[f"DataLoader, {args.workers} workers, epoch 1 (start-up)"] = first
     return rates
 
@@ -249,11 +275,13 @@ def main() -> None:
             bare = rates["bare decord, 1 process"]
             print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
             for label, rate in rates.items():
-                print(f"  {label:45s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
+                print(f"  {label:58s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
             parallel = rates[f"bare decord, {args.workers} processes"]
             with_transform = rates[f"DataLoader, {args.workers} workers, with TrainTransform"]
             ratio = with_transform / parallel
             print(f"  loader with TrainTransform / bare decord in {args.workers} processes: {ratio:.2f}")
+            two_stage = rates[f"DataLoader, {args.workers} workers, with TrainTransform(crop_first=false)"]
+            print(f"  the same with crop_first=false: {two_stage / parallel:.2f}")
             loader_rate = rates[f"DataLoader, {args.workers} workers"]
             print(f"  loader / bare decord in {args.workers} processes: {loader_rate / parallel:.2f}")
             if torchcodec is not None:
@@ -267,8 +295,13 @@ def main() -> None:
         times = resize_ms(clip, args.repeats)
         print(f"\nresize of one decoded clip {tuple(clip.shape)} to 240 x 320, ms (median)")
         for name, ms in times.items():
-            print(f"  {name:45s} {ms:7.2f} ms")
+            print(f"  {name:58s} {ms:7.2f} ms")
         print(f"  float path / uint8 kernel: {times['float path'] / times['uint8 kernel']:.2f}")
+        times = transform_ms(clip, args.repeats)
+        print("\nofficial TrainTransform of the same clip (to 3 x 8 x 224 x 224), ms (median)")
+        for name, ms in times.items():
+            print(f"  {name:58s} {ms:7.2f} ms")
+        print(f"  crop_first=false / crop_first=true: {times['crop_first=false'] / times['crop_first=true']:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from rsa_lightning.data.transforms import (
     normalize,
     resize_frames,
     resize_short_side,
+    source_span,
 )
 
 SSV2_NAMES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ssv2_class_names.txt"
@@ -312,3 +313,76 @@ def test_resize_chunks_change_no_pixel(monkeypatch):
     whole = resize_frames(clip, (20, 26))
     monkeypatch.setattr(transforms, "_RESIZE_CHUNK_VALUES", 3 * 30 * 40 * 2)  # two frames per chunk
     assert torch.equal(resize_frames(clip, (20, 26)), whole)
+
+
+def test_source_span_scales_and_rounds_window_edges():
+    assert source_span(10, 20, 64, 64) == (10, 30)  # same size: the window itself
+    assert source_span(10, 20, 60, 120) == (20, 60)  # twice the size
+    assert source_span(0, 240, 240, 240) == (0, 240)
+    assert source_span(24, 224, 320, 427) == (32, 331)  # 32.03 -> 32, 330.91 -> 331
+    assert source_span(0, 30, 60, 20) == (0, 10)  # frames smaller than the resize target
+    assert source_span(59, 1, 60, 20) == (19, 20)  # never empty, never past the frame
+    assert source_span(0, 1, 60, 20) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "size, resize, crop_size, scales",
+    [((64, 64), 64, 56, [0.875]), ((64, 128), [64, 128], 56, [1.0, 0.875, 0.75, 0.66])],
+)
+def test_crop_first_gives_the_two_stage_pixels_when_frames_have_the_resize_size(size, resize, crop_size, scales):
+    """The generated clips (64 x 64 frames, resize 64) and any frames already at ``resize``: no pixel changes."""
+    clip = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=seeded(7))
+    kwargs = dict(resize=resize, crop_size=crop_size, scales=scales, fixed_offsets=False, flip="always")
+    one, two = TrainTransform(**kwargs), TrainTransform(**kwargs, crop_first=False)
+    for seed in range(40):
+        out_one, label_one = one(clip, label=3, generator=seeded(seed))
+        out_two, label_two = two(clip, label=3, generator=seeded(seed))
+        assert torch.equal(out_one, out_two) and label_one == label_two == 3
+
+
+@pytest.mark.parametrize(
+    "source, resize, crop_size",
+    [((120, 200), [60, 100], 24), ((30, 40), [60, 80], 48), ((90, 150), 45, 32)],
+)
+def test_crop_first_cuts_the_window_out_of_the_decoded_frame(source, resize, crop_size):
+    """Frames at 2x (or 0.5x) the ``resize`` size: the window of the resized frame is the window scaled by 2 (0.5) in
+    the decoded frame, so the output codes (row, column of the decoded frame) follow the window's geometry exactly;
+    the two-stage transform lands on the same places."""
+    clip = coded_clip(*source, num_frames=2)
+    kwargs = dict(resize=resize, crop_size=crop_size, scales=[1.0, 0.75, 0.5], fixed_offsets=False, flip="off")
+    one, two = TrainTransform(**kwargs), TrainTransform(**kwargs, crop_first=False)
+    h, w = (resize, resize * source[1] // source[0]) if isinstance(resize, int) else resize
+    scale = source[0] / h
+    inner = slice(2, crop_size - 2)  # away from the edges, where bilinear sampling clamps
+    for seed in range(20):
+        p = one.sample_params(h, w, label=0, generator=seeded(seed))
+        out = one(clip, label=0, generator=seeded(seed))[0].float()
+        centres = torch.arange(crop_size, dtype=torch.float32) + 0.5
+        rows = (p.top + centres * p.height / crop_size) * scale - 0.5  # output pixel centres in decoded pixels
+        cols = (p.left + centres * p.width / crop_size) * scale - 0.5
+        expected_rows = rows.clamp(0, source[0] - 1)[:, None].expand(crop_size, crop_size)
+        expected_cols = cols.clamp(0, source[1] - 1)[None, :].expand(crop_size, crop_size)
+        assert (out[0, 0] - expected_rows)[inner, inner].abs().max() <= 1.0
+        assert (out[1, 0] - expected_cols)[inner, inner].abs().max() <= 1.0
+        assert torch.equal(out[:2, 1], out[:2, 0]) and (out[2, 1] == 15).all()
+        two_stage = two(clip, label=0, generator=seeded(seed))[0].float()
+        assert (two_stage - out)[:2, :, inner, inner].abs().max() <= 1.5
+
+
+def test_crop_first_on_the_official_recipe_differs_from_two_stage_by_resampling_only():
+    """240 x 427 frames (SSv2's size) through the official recipe: one resampling instead of two changes a smooth
+    clip by about a grey level, never the window (a window off by a pixel or more would differ far more)."""
+    coarse = torch.randint(0, 256, (3, 2, 12, 22), dtype=torch.uint8, generator=seeded(3))
+    clip = F.interpolate(coarse.float(), size=(240, 427), mode="bicubic", align_corners=False)
+    clip = clip.round().clamp(0, 255).to(torch.uint8)
+    kwargs = dict(resize=[240, 320], crop_size=224, flip="always")
+    one, two = TrainTransform(**kwargs), TrainTransform(**kwargs, crop_first=False)
+    for seed in range(8):
+        out_one, out_two = (t(clip, label=0, generator=seeded(seed))[0] for t in (one, two))
+        assert out_one.shape == out_two.shape == (3, 2, 224, 224)
+        assert (out_one.float() - out_two.float()).abs().mean() < 1.0
+    shifted = TrainTransform(**kwargs)(clip[..., 2:], label=0, generator=seeded(0))[0]  # the window 2 px off
+    reference = two(clip, label=0, generator=seeded(0))[0]
+    assert (shifted.float() - reference.float()).abs().mean() > 1.0
+    with pytest.raises(ValueError, match="crop_first"):
+        TrainTransform(**kwargs, crop_first="yes")
