@@ -23,18 +23,22 @@ each set, in one run, it times (clips per second, one pass over every clip, best
   the earlier float path (uint8 -> float32, interpolate, round back), and the official TrainTransform with and
   without ``crop_first`` (the same random windows), in ms per clip.
 
-All paths decode the same frames (segment centres of 8 segments). The acceptance of issue 14 is the last line of each
-set, ``loader / bare decord in N processes`` (the loader alone, no transform, against bare decoding of the same
-indices in as many processes: >= 0.9); ``with TrainTransform`` adds the transform's cost. Numbers depend on the
-machine and its load: read the ratios, not the absolute values.
+All paths decode the same frames (segment centres of 8 segments). The acceptance of issue 14 is the line
+``loader / bare decord in N processes`` of each set (the loader alone, no transform, against bare decoding of the same
+indices in as many processes: >= 0.9); ``with TrainTransform`` adds the transform's cost. These ratios are not taken
+from the rates above (measured minutes apart, while this machine's speed drifts) but from interleaved rounds: each
+round times one pass of bare decoding in N processes and one of each DataLoader, in turn; the median and range of the
+per-round ratios are printed. Numbers depend on the machine and its load: read the ratios, not the absolute values.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,11 @@ from rsa_lightning.errors import ConfigError
 from rsa_lightning.tools.extract_frames import ExtractOptions, extract_frames
 
 NUM_SEGMENTS = 8
+LOADER_CROP_FIRST, LOADER_TWO_STAGE, LOADER_ALONE = (
+    ", with TrainTransform",
+    ", with TrainTransform(crop_first=false)",
+    "",
+)
 
 
 def render_clip(seed: int, num_frames: int, width: int, height: int) -> np.ndarray:
@@ -198,17 +207,32 @@ def best_rate(fn, count: int, repeats: int) -> float:
     return count / best
 
 
-def measure(name: str, sets: dict, records: dict, args: argparse.Namespace, torchcodec) -> dict[str, float]:
-    """clips/s of every path on set ``name`` (``torchcodec``: a TorchCodecBackend, or None to leave its rows out)."""
+def interleaved_ratios(fns: dict[str, Callable[[], object]], reference: str, rounds: int) -> dict[str, list[float]]:
+    """Per round, the time of ``fns[reference]`` over the time of each other function (a speed ratio: > 1 is faster
+    than the reference), all run once per round in turn, the order reversed every other round: ratios measured
+    seconds apart, which the machine's changes of speed move far less than rates measured minutes apart."""
+    names = list(fns)
+    ratios: dict[str, list[float]] = {name: [] for name in names if name != reference}
+    for round_index in range(rounds):
+        seconds = {}
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            seconds[name] = time.perf_counter() - start
+        for name in ratios:
+            ratios[name].append(seconds[reference] / seconds[name])
+    return ratios
+
+
+def measure(
+    name: str, sets: dict, records: dict, args: argparse.Namespace, torchcodec
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """clips/s of every path on set ``name`` (``torchcodec``: a TorchCodecBackend, or None to leave its rows out), and
+    the per-round ratios of the DataLoaders to bare decord in as many processes (:func:`interleaved_ratios`)."""
     n, paths, rates = args.clips, sets[name], {}
     rates["bare decord, 1 process"] = best_rate(lambda: [bare_decord(p) for p in paths], n, args.repeats)
     if torchcodec is not None:
         rates["bare torchcodec, 1 process"] = best_rate(lambda: [bare_torchcodec(p) for p in paths], n, args.repeats)
-    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        pool.map(bare_decord, paths[: args.workers])  # warm-up
-        rates[f"bare decord, {args.workers} processes"] = best_rate(
-            lambda: pool.map(bare_decord, paths), n, args.repeats
-        )
     backends = {
         "DecordBackend(auto)": (DecordBackend(), records[name]),
         "DecordBackend(seek)": (DecordBackend(seek_mode="seek"), records[name]),
@@ -220,36 +244,42 @@ def measure(name: str, sets: dict, records: dict, args: argparse.Namespace, torc
         backends["FrameFolderBackend (JPEG q90)"] = (FrameFolderBackend(), records["frames"])
     for label, (backend, recs) in backends.items():
         rates[label] = best_rate(lambda b=backend, rs=recs: [b.read(r, centre_sampler) for r in rs], n, args.repeats)
-    dataset = VideoDataset(
-        records=records[name],
-        backend=DecordBackend(),
-        sampler=centre_sampler,
-        transform=official_train_transform(),
-        training=True,
-    )
+
+    def dataset(transform: TrainTransform | None) -> VideoDataset:
+        return VideoDataset(
+            records=records[name], backend=DecordBackend(), sampler=centre_sampler, transform=transform, training=True
+        )
+
+    in_process = dataset(official_train_transform())
     rates["VideoDataset + TrainTransform, in process"] = best_rate(
-        lambda: [dataset[i] for i in range(len(dataset))], n, args.repeats
+        lambda: [in_process[i] for i in range(len(in_process))], n, args.repeats
     )
-    two_stage = ", with TrainTransform(crop_first=false)"
-    for label, transform in (
-        (", with TrainTransform", official_train_transform()),
-        (two_stage, official_train_transform(False)),
-        ("", None),
-    ):
-        dataset.transform = transform
-        loader = DataLoader(
-            dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
-        )
-        start = time.perf_counter()
-        for _ in loader:  # first epoch: includes worker start-up
-            pass
-        first = n / (time.perf_counter() - start)
-        rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(
-            lambda loader=loader: [None for _ in loader], n, args.repeats
-        )
-        if label == ", with TrainTransform":
-            rates[f"DataLoader, {args.workers} workers, epoch 1 (start-up)"] = first
-    return rates
+    bare_parallel = f"bare decord, {args.workers} processes"
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        pool.map(bare_decord, paths[: args.workers])  # warm-up
+        passes = {bare_parallel: lambda: pool.map(bare_decord, paths)}
+        rates[bare_parallel] = best_rate(passes[bare_parallel], n, args.repeats)
+        for label, transform in (
+            (LOADER_CROP_FIRST, official_train_transform()),
+            (LOADER_TWO_STAGE, official_train_transform(False)),
+            (LOADER_ALONE, None),
+        ):
+            loader = DataLoader(
+                dataset(transform),
+                batch_size=args.batch_size,
+                shuffle=True,
+                num_workers=args.workers,
+                persistent_workers=True,
+            )
+            start = time.perf_counter()
+            for _ in loader:  # first epoch: includes worker start-up
+                pass
+            if label == LOADER_CROP_FIRST:
+                rates[f"DataLoader, {args.workers} workers, epoch 1 (start-up)"] = n / (time.perf_counter() - start)
+            passes[label] = lambda loader=loader: [None for _ in loader]
+            rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(passes[label], n, args.repeats)
+        ratios = interleaved_ratios(passes, bare_parallel, rounds=max(5, 2 * args.repeats))
+    return rates, ratios
 
 
 def main() -> None:
@@ -271,19 +301,25 @@ def main() -> None:
         print("clips/s and ratio to bare decord in one process")
 
         for name in ("webm", "mp4"):
-            rates = measure(name, sets, records, args, torchcodec)
+            rates, ratios = measure(name, sets, records, args, torchcodec)
             bare = rates["bare decord, 1 process"]
             print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
             for label, rate in rates.items():
                 print(f"  {label:58s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
-            parallel = rates[f"bare decord, {args.workers} processes"]
-            with_transform = rates[f"DataLoader, {args.workers} workers, with TrainTransform"]
-            ratio = with_transform / parallel
-            print(f"  loader with TrainTransform / bare decord in {args.workers} processes: {ratio:.2f}")
-            two_stage = rates[f"DataLoader, {args.workers} workers, with TrainTransform(crop_first=false)"]
-            print(f"  the same with crop_first=false: {two_stage / parallel:.2f}")
-            loader_rate = rates[f"DataLoader, {args.workers} workers"]
-            print(f"  loader / bare decord in {args.workers} processes: {loader_rate / parallel:.2f}")
+            rounds = len(ratios[LOADER_ALONE])
+            print(
+                f"  against bare decord in {args.workers} processes, interleaved (median and range of {rounds} rounds):"
+            )
+            for label, text in (
+                (LOADER_CROP_FIRST, "loader with TrainTransform"),
+                (LOADER_TWO_STAGE, "the same with crop_first=false"),
+                (LOADER_ALONE, "loader"),
+            ):
+                values = ratios[label]
+                print(
+                    f"  {text} / bare decord in {args.workers} processes: {statistics.median(values):.2f} "
+                    f"({min(values):.2f}-{max(values):.2f})"
+                )
             if torchcodec is not None:
                 backend_ratio = rates["TorchCodecBackend"] / rates["DecordBackend(auto)"]
                 bare_ratio = rates["bare torchcodec, 1 process"] / bare

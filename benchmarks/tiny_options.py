@@ -29,6 +29,7 @@ so a run with it follows another trajectory from the same seed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -133,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.trajectory < 0:
         parser.error(f"--trajectory must be >= 0, got {args.trajectory}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.threads > cores:
+        parser.error(
+            f"--threads {args.threads} is more than the {cores} core(s) this process may use: threads would share cores"
+        )
     torch.set_num_threads(args.threads)
     time_steps(args)
     if args.trajectory:

@@ -87,7 +87,7 @@ def test_layer_benchmark_prints_the_ratios_at_the_last_stage(tmp_path):
 
 
 def test_tiny_options_refuses_bad_counts_in_one_line(tmp_path):
-    for bad in (["--repeats", "0"], ["--threads", "0"], ["--trajectory", "-1"]):
+    for bad in (["--repeats", "0"], ["--threads", "0"], ["--trajectory", "-1"], ["--threads", "4096"]):
         result = run_script("tiny_options.py", *bad, cwd=tmp_path)
         assert result.returncode == 2 and bad[0] in result.stderr and "Traceback" not in result.stderr
 
@@ -104,3 +104,20 @@ def test_tiny_options_times_every_variant_and_keeping_the_windows_trains_bit_ide
     assert [int(row[0]) for row in steps] == [0, 1]
     assert all(float(row[1]) == 0.0 for row in steps)
     assert all(float(row[2]) > 0.0 for row in steps)  # channels-last rounds differently
+
+
+@pytest.mark.slow
+def test_loader_benchmark_prints_the_interleaved_ratios(tmp_path):
+    """Two clips per set (one batch: one worker does all the work, so the ratios mean nothing here): every row and
+    the interleaved acceptance lines are printed, the transforms' timing included."""
+    result = run_script("loader.py", "--clips", "2", "--repeats", "1", "--cache", str(tmp_path / "clips"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in (
+        "loader / bare decord in 2 processes:",
+        "loader with TrainTransform / bare decord in 2 processes:",
+        "the same with crop_first=false / bare decord in 2 processes:",
+        "median and range of 5 rounds",
+        "crop_first=false / crop_first=true:",
+    ):
+        assert result.stdout.count(line) >= 1, line
+    assert result.stdout.count("interleaved (median and range") == 2  # both sets
