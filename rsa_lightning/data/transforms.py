@@ -13,10 +13,11 @@ Every frame of a clip gets the same crop and the same flip.
 Frame sizes: both transforms work in the frame of size ``resize`` (the shorter side, or an exact ``[H, W]``), so a
 video of frames smaller than the crop is scaled up to it (bilinear) and one of very large frames is scaled down
 (antialiased, a few frames at a time to bound memory); the clip that leaves a transform is always
-``crop_size x crop_size``. :class:`EvalTransform` resizes every frame, then crops. :class:`TrainTransform` draws its
-window in the resized frame but, by default (``crop_first``), cuts the same window out of the decoded frame and
-resamples it once, straight to ``crop_size`` (as torchvision's ``RandomResizedCrop``), instead of resizing the whole
-frame and then the window (two resamplings, TSN/mmaction2's ``Resize`` + ``MultiScaleCrop`` + ``Resize``).
+``crop_size x crop_size``. :class:`EvalTransform` resizes every frame, then crops (one resampling, the official test
+protocol). :class:`TrainTransform` draws its window in the resized frame but, by default (``crop_first``) and where the
+frame is not enlarged, cuts the same window out of the decoded frame and resamples it once, straight to
+``crop_size`` (as torchvision's ``RandomResizedCrop``), instead of resizing the whole frame and then the window (two
+resamplings, TSN/mmaction2's ``Resize`` + ``MultiScaleCrop`` + ``Resize``).
 """
 
 from __future__ import annotations
@@ -210,14 +211,16 @@ class TrainTransform:
     1. The frame size ``resize`` (int: shorter side; ``[H, W]``: exact size, the official recipe's [240, 320]).
     2. A window whose height and width are picked from ``scales`` of that frame's shorter side
        (:func:`multi_scale_crop_sizes`), at one of TSN's 13 fixed positions (:func:`fixed_crop_offsets`) or
-       anywhere (``fixed_offsets=False``), resized to ``crop_size x crop_size``. ``crop_first=True`` (default): the
-       window is mapped to the decoded frame (:func:`source_span`: edges scaled, rounded to whole pixels, so at most
-       half a decoded pixel off) and resampled once from there (antialiased when downscaling); the whole frame is
-       never resized. ``crop_first=False``: every frame is resized to ``resize`` first, then the window is cut and
-       resized (the TSN / mmaction2 order: two resamplings, a little more blur; 1.6-1.7x the time of the official
-       recipe's transform of 8 frames of 240 x 427, ``benchmarks/loader.py``; the two differ by about one grey
-       level per pixel on average). Both give the same pixels when the
-       decoded frames already have the ``resize`` size (the generated clips: 64 x 64 frames, ``resize: 64``).
+       anywhere (``fixed_offsets=False``), resized to ``crop_size x crop_size``. ``crop_first=True`` (default), for
+       frames that ``resize`` does not enlarge (neither side): the window is mapped to the decoded frame
+       (:func:`source_span`: edges scaled, rounded to whole decoded pixels, so at most half a pixel of the resized
+       frame off) and resampled once from there (antialiased when downscaling); the whole frame is never resized.
+       Otherwise (``crop_first=False``, or frames smaller than ``resize`` on a side, where a decoded pixel is larger
+       than a resized one and rounding to it would move the window): every frame is resized to ``resize`` first,
+       then the window is cut and resized (the TSN / mmaction2 order: two resamplings, a little more blur; 1.6-1.7x
+       the time of the official recipe's transform of 8 frames of 240 x 427, ``benchmarks/loader.py``; on natural or
+       smooth content the two orders differ by about one grey level per pixel on average). Both give the same pixels
+       when the decoded frames already have the ``resize`` size (the generated clips: 64 x 64 frames, ``resize: 64``).
     3. Flip horizontally with probability 0.5, following ``flip``:
        ``"skip"`` never flips a clip whose class has a mirror class (the official RSA policy; others flip),
        ``"swap"`` flips any clip and relabels a flipped clip of a mirrored class with its mirror class,
@@ -304,14 +307,14 @@ class TrainTransform:
     ) -> tuple[torch.Tensor, TrainParams]:
         """The transformed clip and the random choices that made it (crop window, ``flip``, output ``label``), for
         a caller that records them (the dataset's ``"flipped"`` field); the same draws as :meth:`__call__`."""
-        if video.ndim != 4 or video.dtype != torch.uint8:
+        if video.ndim != 4 or video.dtype != torch.uint8 or video.numel() == 0:
             raise ValueError(
-                f"TrainTransform expects a uint8 clip (C, T, H, W), got {video.dtype} {tuple(video.shape)}"
+                f"TrainTransform expects a non-empty uint8 clip (C, T, H, W), got {video.dtype} {tuple(video.shape)}"
             )
         _, _, source_h, source_w = video.shape
         h, w = resized_size(source_h, source_w, self.resize)
         p = self.sample_params(h, w, label=label, generator=generator)
-        if self.crop_first:
+        if self.crop_first and source_h >= h and source_w >= w:  # not enlarged: the window is within half a pixel
             top, bottom = source_span(p.top, p.height, h, source_h)
             left, right = source_span(p.left, p.width, w, source_w)
         else:
@@ -382,8 +385,8 @@ class EvalTransform:
         return [(across, s) if along_width else (s, across) for s in starts]
 
     def __call__(self, video: torch.Tensor, *, crop_index: int = 0, num_crops: int = 1) -> torch.Tensor:
-        if video.ndim != 4:
-            raise ValueError(f"EvalTransform expects a clip (C, T, H, W), got shape {tuple(video.shape)}")
+        if video.ndim != 4 or video.numel() == 0:
+            raise ValueError(f"EvalTransform expects a non-empty clip (C, T, H, W), got shape {tuple(video.shape)}")
         if num_crops < 1:
             raise ValueError(f"num_crops must be >= 1, got {num_crops}")
         if not 0 <= crop_index < num_crops:
