@@ -268,6 +268,15 @@ def test_datamodule_rejects_bad_values(tmp_path, kwargs, match):
         _datamodule(tmp_path, **kwargs)
 
 
+@pytest.mark.parametrize("bad", [{"crop_first": "maybe"}, {"max_distort": -1}, {"scales": [1.5]}])
+def test_a_bad_train_transform_value_names_its_config_key(brightness_dataset, bad):
+    from rsa_lightning.errors import ConfigError
+
+    dm = _datamodule(brightness_dataset, train_transform=partial(TrainTransform, resize=32, crop_size=24, **bad))
+    with pytest.raises(ConfigError, match=rf"^data\.train_transform: {next(iter(bad))}"):
+        dm.setup("fit")
+
+
 def test_datamodule_checks_class_count(brightness_dataset):
     dm = _datamodule(brightness_dataset, num_classes=5)
     with pytest.raises(ValueError, match="num_classes is 5"):

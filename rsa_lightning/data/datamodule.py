@@ -261,7 +261,12 @@ class VideoDataModule(pl.LightningDataModule):
         if policy in ("skip", "swap"):
             mirror = mirror_pairs(self.class_names or self.load_class_names())
             log.info("flip policy %r; mirror classes: %s", policy, sorted((a, b) for a, b in mirror.items() if a < b))
-        return self.train_transform_factory(mirror=mirror)
+        try:
+            return self.train_transform_factory(mirror=mirror)
+        except ValueError as err:  # the transform's own argument checks, which know a value but not its config key
+            if isinstance(err, ConfigError | DataError):
+                raise
+            raise ConfigError(f"data.train_transform: {err}") from err
 
     def build_dataset(self, split: str, *, evaluation_views: Optional[bool] = None) -> VideoDataset:
         """The dataset of ``split``: augmented single clips for "train"; otherwise deterministic views, one per video
