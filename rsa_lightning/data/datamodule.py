@@ -29,7 +29,7 @@ from rsa_lightning.data.exclusions import read_exclusions
 from rsa_lightning.data.resumable import resumable_loader
 from rsa_lightning.data.sampling import FrameSampler
 from rsa_lightning.data.transforms import mirror_pairs, normalize
-from rsa_lightning.errors import ConfigError, DataError
+from rsa_lightning.errors import ConfigError, DataError, UserError
 from rsa_lightning.utils.signals import ignore_stop_signals
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class VideoDataModule(pl.LightningDataModule):
         try:
             return self.train_transform_factory(mirror=mirror)
         except ValueError as err:  # the transform's own argument checks, which know a value but not its config key
-            if isinstance(err, ConfigError | DataError):
+            if isinstance(err, UserError):  # already names its file or key
                 raise
             raise ConfigError(f"data.train_transform: {err}") from err
 
