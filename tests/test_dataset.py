@@ -50,6 +50,20 @@ def test_val_clip_holds_the_sampled_frames(tmp_path, num_video_frames):
     assert got == segment_centre_indices(num_video_frames, 8).tolist()
 
 
+def test_without_transform_the_clip_is_the_decoded_frames_contiguous(tmp_path):
+    """No transform: the decoded (T, H, W, 3) frames as one contiguous (C, T, H, W) tensor (the batch collation then
+    copies it as is instead of transposing it); with a transform, the transform gets the same pixels."""
+    path = write_brightness_video(tmp_path / "v.mp4", 12)
+    sampler = SegmentSampler(num_frames=4, training=False)
+    frames, _ = DecordBackend().read(_record(path), lambda n: sampler(n))
+    video = _dataset([_record(path)], sampler=sampler)[0]["video"]
+    assert video.is_contiguous() and video.shape == (3, 4, 32, 32)
+    assert torch.equal(video, torch.from_numpy(frames).permute(3, 0, 1, 2))
+    seen = []
+    _dataset([_record(path)], sampler=sampler, transform=lambda v, **_: seen.append(v) or v)[0]
+    assert torch.equal(seen[0], video)
+
+
 @pytest.mark.parametrize("num_video_frames", [5, 16, 21])
 def test_train_clip_frames_come_from_their_segments(tmp_path, num_video_frames):
     path = write_brightness_video(tmp_path / "v.mp4", num_video_frames)
