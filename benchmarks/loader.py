@@ -27,8 +27,13 @@ All paths decode the same frames (segment centres of 8 segments). The acceptance
 ``loader / bare decord in N processes`` of each set (the loader alone, no transform, against bare decoding of the same
 indices in as many processes: >= 0.9); ``with TrainTransform`` adds the transform's cost. These ratios are not taken
 from the rates above (measured minutes apart, while this machine's speed drifts) but from interleaved rounds: each
-round times one pass of bare decoding in N processes and one of each DataLoader, in turn; the median and range of the
-per-round ratios are printed. Numbers depend on the machine and its load: read the ratios, not the absolute values.
+round times bare decoding in N processes and each DataLoader, in turn, over ``--pass-repeats`` passes over the clips
+(by default 4: a shuffled epoch of 4 x ``--clips`` clips for a DataLoader); the median and range of the per-round
+ratios are printed. Long passes, because a DataLoader hands its batches to the workers in turn (a worker that
+finishes early waits at the end of an epoch, while a ``multiprocessing.Pool`` hands out chunks as processes free up):
+with one pass of 64 clips (8 batches) that end-of-epoch wait is up to a quarter of the pass, in a training epoch of
+hundreds of batches it is one batch. Numbers depend on the machine and its load: read the ratios, not the absolute
+values.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.dataset import VideoDataset
@@ -257,28 +262,36 @@ def measure(
     bare_parallel = f"bare decord, {args.workers} processes"
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         pool.map(bare_decord, paths[: args.workers])  # warm-up
-        passes = {bare_parallel: lambda: pool.map(bare_decord, paths)}
-        rates[bare_parallel] = best_rate(passes[bare_parallel], n, args.repeats)
+        rates[bare_parallel] = best_rate(lambda: pool.map(bare_decord, paths), n, args.repeats)
+        long_passes = {bare_parallel: lambda: pool.map(bare_decord, paths * args.pass_repeats)}
         for label, transform in (
             (LOADER_CROP_FIRST, official_train_transform()),
             (LOADER_TWO_STAGE, official_train_transform(False)),
             (LOADER_ALONE, None),
         ):
+            clips = dataset(transform)
             loader = DataLoader(
-                dataset(transform),
-                batch_size=args.batch_size,
-                shuffle=True,
-                num_workers=args.workers,
-                persistent_workers=True,
+                clips, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
             )
             start = time.perf_counter()
             for _ in loader:  # first epoch: includes worker start-up
                 pass
             if label == LOADER_CROP_FIRST:
                 rates[f"DataLoader, {args.workers} workers, epoch 1 (start-up)"] = n / (time.perf_counter() - start)
-            passes[label] = lambda loader=loader: [None for _ in loader]
-            rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(passes[label], n, args.repeats)
-        ratios = interleaved_ratios(passes, bare_parallel, rounds=max(5, 2 * args.repeats))
+            rates[f"DataLoader, {args.workers} workers{label}"] = best_rate(
+                lambda lo=loader: [None for _ in lo], n, args.repeats
+            )
+            del loader  # its workers stop
+            long_loader = DataLoader(  # the interleaved rounds: one shuffled epoch of pass_repeats x n clips
+                clips,
+                batch_size=args.batch_size,
+                sampler=RandomSampler(clips, num_samples=args.pass_repeats * n),
+                num_workers=args.workers,
+                persistent_workers=True,
+            )
+            long_passes[label] = lambda loader=long_loader: [None for _ in loader]
+            long_passes[label]()  # start-up
+        ratios = interleaved_ratios(long_passes, bare_parallel, rounds=max(5, 2 * args.repeats))
     return rates, ratios
 
 
@@ -288,6 +301,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (and parallel bare decoding)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--pass-repeats", type=int, default=4, help="passes over the clips per interleaved round (one DataLoader epoch)"
+    )
     parser.add_argument("--cache", type=Path, default=None, help="folder for the generated clips (kept)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -308,7 +324,8 @@ def main() -> None:
                 print(f"  {label:58s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
             rounds = len(ratios[LOADER_ALONE])
             print(
-                f"  against bare decord in {args.workers} processes, interleaved (median and range of {rounds} rounds):"
+                f"  against bare decord in {args.workers} processes, interleaved (median and range of {rounds} "
+                f"rounds of {args.pass_repeats} x {args.clips} clips):"
             )
             for label, text in (
                 (LOADER_CROP_FIRST, "loader with TrainTransform"),
