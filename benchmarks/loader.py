@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rsa_layer import positive  # benchmarks/ is on sys.path when a script in it runs
 from torch.utils.data import DataLoader, RandomSampler
 
 from rsa_lightning.data.annotations import VideoRecord
@@ -297,12 +298,15 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=32, help="clips per set")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (and parallel bare decoding)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", type=positive, default=32, help="clips per set")
+    parser.add_argument("--workers", type=positive, default=2, help="DataLoader workers (and parallel bare decoding)")
+    parser.add_argument("--batch-size", type=positive, default=8)
+    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument(
-        "--pass-repeats", type=int, default=4, help="passes over the clips per interleaved round (one DataLoader epoch)"
+        "--pass-repeats",
+        type=positive,
+        default=4,
+        help="passes over the clips per interleaved round",
     )
     parser.add_argument("--cache", type=Path, default=None, help="folder for the generated clips (kept)")
     args = parser.parse_args()
