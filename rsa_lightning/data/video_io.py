@@ -164,7 +164,9 @@ def frame_orientation(frame, path: Union[str, Path] = "") -> Orientation:
     """
     if not frame.rotation:
         return IDENTITY
-    for side_data in frame.side_data:
+    for entry in frame.side_data:
+        # PyAV up to 18.1.0 iterates the side data itself, 18.1.1 (a proper Mapping) its types
+        side_data = entry if hasattr(entry, "type") else frame.side_data[entry]
         if side_data.type.name == "DISPLAYMATRIX":
             data = bytes(side_data)
             if len(data) >= 36:
