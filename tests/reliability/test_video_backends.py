@@ -9,6 +9,7 @@ frames written, then every backend against the reference, at the indices trainin
 from __future__ import annotations
 
 import logging
+import struct
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from rsa_lightning.data.video_io import (
     Orientation,
     VideoDecodeError,
     decode_all_frames,
+    frame_orientation,
     iter_frames,
     open_decord,
     orientation_from_matrix,
@@ -408,6 +410,35 @@ def test_every_orientation_is_applied_as_shown_by_every_backend(tmp_path, rotati
     np.testing.assert_array_equal(frames, reference[[0, 2]], err_msg=repr(backend))
     # decode without the rule: the frames as stored
     assert decode_all_frames(path, orient=False).shape[1:3] == (HEIGHT, WIDTH)
+
+
+class _SideData:
+    def __init__(self, name: str, payload: bytes):
+        self.type = type("Type", (), {"name": name})()
+        self.payload = payload
+
+    def __bytes__(self) -> bytes:
+        return self.payload
+
+
+class _OldContainer(list):
+    """PyAV <= 18.1.0: iterating frame.side_data yields the side data."""
+
+
+class _MappingContainer(dict):
+    """PyAV 18.1.1: frame.side_data is a Mapping from side-data type to side data (iterating yields the types)."""
+
+
+@pytest.mark.parametrize("container", [_OldContainer, _MappingContainer])
+def test_the_display_matrix_is_read_under_both_pyav_side_data_apis(container):
+    one = 1 << 16
+    rotate_90 = struct.pack("<9i", 0, -one, 0, one, 0, 0, 0, 0, 1 << 30)
+    entries = [_SideData("SEI_UNREGISTERED", b"x" * 40), _SideData("DISPLAYMATRIX", rotate_90)]
+    side_data = (
+        container(entries) if container is _OldContainer else container((f"key{i}", e) for i, e in enumerate(entries))
+    )
+    frame = type("Frame", (), {"rotation": 90, "side_data": side_data})()
+    assert frame_orientation(frame) == Orientation(True, True, False)
 
 
 def test_orientation_of_matrices():
