@@ -301,16 +301,26 @@ def main() -> None:
     parser.add_argument("--clips", type=positive, default=32, help="clips per set")
     parser.add_argument("--workers", type=positive, default=2, help="DataLoader workers (and parallel bare decoding)")
     parser.add_argument("--batch-size", type=positive, default=8)
-    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument(
-        "--pass-repeats",
-        type=positive,
-        default=4,
-        help="passes over the clips per interleaved round",
+        "--repeats", type=positive, default=3, help="rates: best of N passes; ratios: max(5, 2 N) interleaved rounds"
     )
+    parser.add_argument("--pass-repeats", type=positive, default=4, help="passes over the clips per interleaved round")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the generated clips (kept)")
     args = parser.parse_args()
+    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
+        parser.error(f"--cache {args.cache}: not a folder")
+    if args.cache is not None:
+        try:
+            args.cache.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--cache {args.cache}: cannot create the folder ({err.strerror})")
     torch.set_num_threads(1)
+    batches_per_round = args.clips * args.pass_repeats // args.batch_size
+    if args.repeats == 1 or batches_per_round < 4 * args.workers:
+        print(
+            f"smoke test: {batches_per_round} batches per round for {args.workers} workers and --repeats "
+            f"{args.repeats}; the ratios are not measurements (the documented runs: --clips 64 --repeats 3)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.cache or Path(tmp)
@@ -325,16 +335,16 @@ def main() -> None:
             bare = rates["bare decord, 1 process"]
             print(f"\n{name} ({'VP9 427x240' if name == 'webm' else 'H.264 426x240'}, 36 frames)")
             for label, rate in rates.items():
-                print(f"  {label:58s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
+                print(f"  {label:62s} {rate:7.1f} clips/s   {rate / bare:5.2f}x")
             rounds = len(ratios[LOADER_ALONE])
             print(
                 f"  against bare decord in {args.workers} processes, interleaved (median and range of {rounds} "
                 f"rounds of {args.pass_repeats} x {args.clips} clips):"
             )
             for label, text in (
+                (LOADER_ALONE, "loader"),
                 (LOADER_CROP_FIRST, "loader with TrainTransform"),
                 (LOADER_TWO_STAGE, "the same with crop_first=false"),
-                (LOADER_ALONE, "loader"),
             ):
                 values = ratios[label]
                 print(
@@ -352,12 +362,12 @@ def main() -> None:
         times = resize_ms(clip, args.repeats)
         print(f"\nresize of one decoded clip {tuple(clip.shape)} to 240 x 320, ms (median)")
         for name, ms in times.items():
-            print(f"  {name:58s} {ms:7.2f} ms")
+            print(f"  {name:62s} {ms:7.2f} ms")
         print(f"  float path / uint8 kernel: {times['float path'] / times['uint8 kernel']:.2f}")
         times = transform_ms(clip, args.repeats)
         print("\nofficial TrainTransform of the same clip (to 3 x 8 x 224 x 224), ms (median)")
         for name, ms in times.items():
-            print(f"  {name:58s} {ms:7.2f} ms")
+            print(f"  {name:62s} {ms:7.2f} ms")
         print(f"  crop_first=false / crop_first=true: {times['crop_first=false'] / times['crop_first=true']:.2f}")
 
 

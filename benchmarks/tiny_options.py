@@ -4,6 +4,7 @@ training trajectory.
     python benchmarks/tiny_options.py                      # 1 thread, 5 interleaved rounds of 3 steps
     python benchmarks/tiny_options.py --threads 2 --repeats 7
     python benchmarks/tiny_options.py --trajectory 40      # also: 40 AdamW steps side by side, logits compared
+    python benchmarks/tiny_options.py --threads 2 --profile  # where make train's step goes (torch.profiler)
 
 Variants (``conf/train.yaml`` composed as ``train.py`` does, ``model=rsa_tiny`` / ``tsn_tiny``, same weights):
     rsa_tiny, lean             ``model.net.stmixer.recompute_windows=true`` (the layer's default: the RSA window sums
@@ -24,6 +25,10 @@ same random batches and prints how far each one's logits are from the lean varia
 0 means bit-identical training; channels-last rounds differently (other summation orders in oneDNN's convolutions)
 and AdamW's first steps amplify that (a parameter with a near-zero gradient moves by +-lr whatever its sign noise),
 so a run with it follows another trajectory from the same seed.
+
+``--profile`` runs ``torch.profiler`` instead over 5 training steps of ``rsa_tiny`` as ``make train`` builds it
+(``recompute_windows=false``, contiguous memory) and prints the operations by self CPU time, without and with
+their input shapes.
 """
 
 from __future__ import annotations
@@ -103,6 +108,30 @@ def time_steps(args: argparse.Namespace) -> None:
         print(f"{name:<26} {ms:8.1f} {medians[BASELINE[name]] / ms:8.2f}x")
 
 
+def profile_step(steps: int = 5, rows: int = 25) -> None:
+    """torch.profiler tables (self CPU time) of ``steps`` training steps of rsa_tiny as ``make train`` builds it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(1)
+    video, labels = torch.randn(16, 3, 8, 56, 56), torch.randint(0, 10, (16,))
+    step = Step(build("rsa_tiny", [KEEP, CONTIGUOUS]), video, labels)
+    for _ in range(3):  # warm-up: oneDNN primitives, allocator
+        step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    averages = prof.key_averages()
+    total = sum(event.self_cpu_time_total for event in averages)
+    print(f"rsa_tiny training step, batch 16 x 8 x 56 x 56, {torch.get_num_threads()} thread(s), {steps} steps")
+    print(f"self CPU per step: {total / steps / 1000:.1f} ms")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=30, max_shapes_column_width=90
+        )
+    )
+
+
 def trajectory(args: argparse.Namespace) -> None:
     names = [name for name in VARIANTS if name.startswith("rsa_tiny")]
     nets = {name: build(*VARIANTS[name], dropout=0.0) for name in names}
@@ -131,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=positive, default=5, help="interleaved rounds (medians are reported)")
     parser.add_argument("--steps", type=positive, default=3, help="steps per variant and round")
     parser.add_argument("--trajectory", type=int, default=0, help="also train side by side for this many steps")
+    parser.add_argument("--profile", action="store_true", help="profile make train's rsa_tiny step instead")
     args = parser.parse_args(argv)
     if args.trajectory < 0:
         parser.error(f"--trajectory must be >= 0, got {args.trajectory}")
@@ -140,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
             f"--threads {args.threads} is more than the {cores} core(s) this process may use: threads would share cores"
         )
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile_step()
+        return
     time_steps(args)
     if args.trajectory:
         trajectory(args)

@@ -118,6 +118,9 @@ def test_loader_benchmark_prints_the_interleaved_ratios(tmp_path):
         "the same with crop_first=false / bare decord in 2 processes:",
         "median and range of 5 rounds",
         "crop_first=false / crop_first=true:",
+        "smoke test: 1 batches per round for 2 workers",
     ):
         assert result.stdout.count(line) >= 1, line
     assert result.stdout.count("interleaved (median and range") == 2  # both sets
+    bad = run_script("loader.py", "--pass-repeats", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--pass-repeats: must be >= 1, got 0" in bad.stderr

@@ -101,11 +101,10 @@ def as_rgb(frames: np.ndarray, path: object) -> np.ndarray:
 def channels_first(frames: np.ndarray) -> torch.Tensor:
     """Decoded uint8 frames (T, H, W, C) as a contiguous (C, T, H, W) tensor.
 
-    Used when the dataset has no transform, so that the batch collation copies contiguous clips. Stacking (C, T, H,
-    W) views of channels-last frames makes torch's uint8 strided copy do the transposition: about 4 ms per 8-frame
-    240 x 427 clip (31 ms for a batch of 8), against 1.1 ms for numpy's transposing copy here and 0.3 ms per clip for
-    the stack of contiguous clips (one thread). Decoding with decord and collating batches of 8 such clips took 1.1-1.2
-    ms less CPU per clip this way (about 2 % of the decoding: 52-54 ms per clip).
+    Used when the dataset has no transform, so that the batch collation copies contiguous clips: stacking (C, T, H,
+    W) views of channels-last frames makes torch's uint8 strided copy do the transposition, slower than numpy's
+    transposing copy here (decoding and collating 240p clips in one process: about 2 % less CPU per clip;
+    ``benchmarks/README.md``).
     """
     return torch.from_numpy(np.ascontiguousarray(np.asarray(frames).transpose(3, 0, 1, 2)))
 
@@ -143,7 +142,8 @@ class VideoDataset(Dataset):
             (:mod:`rsa_lightning.data.sampling`).
         transform: training: ``transform(video, label=label, generator=generator) -> (video, label)``;
             evaluation: ``transform(video, crop_index=crop, num_crops=num_crops) -> video``; ``video`` is uint8
-            (C, T, H, W). None: the decoded frames as they are, as a contiguous (C, T, H, W) tensor.
+            (C, T, H, W). None: the decoded frames as they are, as a contiguous (C, T, H, W) tensor (a DataLoader
+            can then batch only videos of one frame size).
         training: random clips and augmentation, one index per video; else every video x clip x crop.
         num_clips / num_crops: evaluation views per video (temporal clips x spatial crops); must be 1 in training.
         decode_timeout: seconds one decode may take before the video is skipped (None: no limit, no thread).
