@@ -107,6 +107,15 @@ def test_tiny_options_times_every_variant_and_keeping_the_windows_trains_bit_ide
 
 
 @pytest.mark.slow
+def test_tiny_options_profiles_the_default_step(tmp_path):
+    """--profile: torch.profiler tables of rsa_tiny's step, the RSA window convolutions among the operations."""
+    result = run_script("tiny_options.py", "--profile", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "self CPU per step:" in result.stdout and "aten::convolution_backward" in result.stdout
+    assert "[8, 5, 7, 7]" in result.stdout  # a window convolution's weight (dd + dv = 8 filters, kt = 5 frames)
+
+
+@pytest.mark.slow
 def test_loader_benchmark_prints_the_interleaved_ratios(tmp_path):
     """Two clips per set (one batch: one worker does all the work, so the ratios mean nothing here): every row and
     the interleaved acceptance lines are printed, the transforms' timing included."""
