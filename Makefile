@@ -9,10 +9,13 @@ PY := $(VENV)/bin/python
 # On the reference machine this is the CPU build that lies on disk.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# the tested versions of every other package on the reference platform (see the file); CONSTRAINTS= installs unpinned
+CONSTRAINTS ?= constraints.txt
+CONSTRAINT_ARGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train eval test test-all lint format clean-data
+.PHONY: install train eval test test-all lint format clean-data constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,14 +43,14 @@ endef
 # The packages are installed by uv (from PyPI, into this venv: a fresh .venv in 1.1 min instead of 2.0 here), falling
 # back to pip when uv cannot be installed; torch comes first, by pip (which finds the local CPU build), byte-compiled on every core
 # (compileall reports torch's files written for newer Pythons as errors, which pip's own compilation skips: ignored).
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	@$(INSTALL_FFMPEG_LIBS)
 	$(PY) -c "import torch" 2>/dev/null || { $(PY) -m pip install --quiet --no-compile "$(TORCH_SPEC)" \
 		&& { $(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch" \
 		>/dev/null || true; }; }
 	{ $(PY) -m pip install --quiet uv \
-		&& $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode -e ".[dev,torchcodec]"; } \
-		|| $(PY) -m pip install --quiet -e ".[dev,torchcodec]"
+		&& $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode $(CONSTRAINT_ARGS) -e ".[dev,torchcodec]"; } \
+		|| $(PY) -m pip install --quiet $(CONSTRAINT_ARGS) -e ".[dev,torchcodec]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -71,6 +74,13 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix rsa_lightning tests benchmarks train.py eval.py
 	$(VENV)/bin/ruff format rsa_lightning tests benchmarks train.py eval.py
+
+# rewrite constraints.txt from this .venv (after a green CI run with the new versions), keeping its header
+constraints: install
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable \
+		| grep -v -i -E '^(torch|uv|pip|setuptools|wheel)==' \
+		| sed 's/$$/ ; python_version == "3.11" and sys_platform == "linux"/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean-data:
 	rm -rf data/synthetic
