@@ -83,9 +83,14 @@ class Step:
         return logits.detach()
 
 
-def time_steps(args: argparse.Namespace) -> None:
+def fixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded (16, 3, 8, 56, 56) batch and its labels that every timed or profiled step runs on."""
     torch.manual_seed(1)
-    video, labels = torch.randn(16, 3, 8, 56, 56), torch.randint(0, 10, (16,))
+    return torch.randn(16, 3, 8, 56, 56), torch.randint(0, 10, (16,))
+
+
+def time_steps(args: argparse.Namespace) -> None:
+    video, labels = fixed_batch()
     steps = {name: Step(build(model, overrides), video, labels) for name, (model, overrides) in VARIANTS.items()}
     clock = time.thread_time if args.threads == 1 else time.perf_counter
     for step in steps.values():  # warm-up: oneDNN primitives, allocator
@@ -112,9 +117,7 @@ def profile_step(steps: int = 5, rows: int = 25) -> None:
     """torch.profiler tables (self CPU time) of ``steps`` training steps of rsa_tiny as ``make train`` builds it."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(1)
-    video, labels = torch.randn(16, 3, 8, 56, 56), torch.randint(0, 10, (16,))
-    step = Step(build("rsa_tiny", [KEEP, CONTIGUOUS]), video, labels)
+    step = Step(build("rsa_tiny", [KEEP, CONTIGUOUS]), *fixed_batch())
     for _ in range(3):  # warm-up: oneDNN primitives, allocator
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
