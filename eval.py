@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rsa_lightning.errors import handle_errors, run_hydra_main
-from rsa_lightning.utils.config import distributed_launch_overrides
+from rsa_lightning.utils.config import distributed_launch_overrides, task_overrides
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger("eval")
@@ -31,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from rsa_lightning.utils.console import setup_console
 
     setup_console()  # log records above the progress bar, no library advertising (rsa_lightning/utils/console.py)
-    metrics = evaluate(cfg, overrides=HydraConfig.get().overrides.task)
+    metrics = evaluate(cfg, overrides=task_overrides())
     if rank_zero_only.rank != 0:
         return
     scores = ", ".join(

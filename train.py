@@ -25,7 +25,7 @@ from rsa_lightning.errors import (
     run_hydra_main,
 )
 from rsa_lightning.resume import NothingToResume, check_resume_argument
-from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args
+from rsa_lightning.utils.config import distributed_launch_overrides, job_argv, job_launch_args, task_overrides
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger("train")
@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float | None:
     console.setup_console(console_details=console.TRAIN_CONSOLE_DETAILS, ignored_warnings=ignored)
 
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = task_overrides()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     # the processes Lightning's DDP launcher starts for this job run this job, not the command line's sweep
     os.environ.update(job_launch_args(overrides, output_dir))

@@ -43,6 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rsa_lightning.errors import ConfigError, report
+from rsa_lightning.resume import CONFIG_FILE
+from rsa_lightning.utils.config import is_launched_as_rank_zero, overridden_keys, task_overrides
 
 # a classifier needs two classes (top-1 over one class is always right; torchmetrics refuses num_classes=1)
 MIN_CLASSES = 2
@@ -70,6 +72,7 @@ def check_train_config(cfg: DictConfig) -> None:
     _check_optimizer(model)
     _check_network(model.get("net") or {})
     _check_trainer(_section(cfg, "trainer"))
+    _check_epochs(_section(cfg, "trainer"))
     _check_files(cfg, model)
 
 
@@ -140,16 +143,32 @@ def _missing_keys(cfg: DictConfig) -> list[str]:
 
 
 def _check_resolves(cfg: DictConfig, keys: Optional[Sequence[str]] = None) -> None:
-    """Every interpolation of ``cfg`` (or of its sections ``keys``) resolves; else the key and OmegaConf's reason."""
-    try:
-        for key in keys or [k for k in cfg if k != "hydra"]:
-            node = cfg.get(key)  # a scalar's interpolation is resolved here
-            if OmegaConf.is_config(node):
-                OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
-    except OmegaConfBaseException as err:
-        full_key = getattr(err, "full_key", None) or "the config"
-        reason = str(getattr(err, "msg", None) or err).splitlines()[0]
-        raise ConfigError(f"{full_key} cannot be resolved: {reason}; fix or override {full_key}=...") from err
+    """Every interpolation of ``cfg`` (or of its sections ``keys``) resolves; else ``ConfigError`` naming the key and
+    OmegaConf's reason. Of several keys that fail (``data.root=${oops}`` also breaks every path built from it), the
+    one the command line set is named, else the first in config order."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    failed: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}.{index}")
+        elif isinstance(node, str) and "${" in node:
+            try:
+                OmegaConf.select(cfg, path, throw_on_missing=True)
+            except OmegaConfBaseException as err:
+                failed.append((path, str(getattr(err, "msg", None) or err).splitlines()[0]))
+
+    for key in keys or [k for k in raw if k != "hydra"]:
+        walk(raw.get(key), str(key))
+    if not failed:
+        return
+    on_command_line = set(overridden_keys(task_overrides()))
+    key, reason = next((f for f in failed if f[0] in on_command_line), failed[0])
+    raise ConfigError(f"{key} cannot be resolved: {reason}; fix or override {key}=...")
 
 
 def _positive_int(key: str, value: Any, example: str) -> None:
@@ -179,6 +198,15 @@ def _check_data_sizes(data: Mapping[str, Any]) -> None:
         _positive_int("data.batch_size", data["batch_size"], "8 (clips per device)")
     if "crop_size" in data:
         _positive_int("data.crop_size", data["crop_size"], "224")
+    for key, example in (("num_clips", "2 (clips per video in testing)"), ("num_crops", "3 (crops per clip)")):
+        if key in data:
+            _positive_int(f"data.{key}", data[key], example)
+    timeout = data.get("decode_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(
+            f"data.decode_timeout must be a positive number of seconds or null, got {timeout!r}: e.g. "
+            "data.decode_timeout=60 (a video that takes longer to decode is skipped), or null for no limit"
+        )
     workers = data.get("num_workers")
     if isinstance(workers, int) and workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {workers}: e.g. data.num_workers=8 (0 decodes inline)")
@@ -231,6 +259,14 @@ def _net_classes(model: Mapping[str, Any]) -> Any:
 
 
 def _check_optimizer(model: Mapping[str, Any]) -> None:
+    smoothing = model.get("label_smoothing")
+    if smoothing is not None and (
+        isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1
+    ):
+        raise ConfigError(
+            f"model.label_smoothing must be a number in [0, 1), got {smoothing!r}: e.g. model.label_smoothing=0.1 "
+            "(0 for plain cross-entropy)"
+        )
     optimizer = model.get("optimizer")
     if not isinstance(optimizer, Mapping) or "lr" not in optimizer:
         return
@@ -379,6 +415,19 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
         if key in trainer:
             _positive_int(f"trainer.{key}", trainer[key], "1")
     _check_precision(trainer.get("precision"), kind)
+
+
+def _check_epochs(trainer: Mapping[str, Any]) -> None:
+    """``trainer.max_epochs``: a positive integer, or -1 (no limit, as Lightning defines it: training then ends at
+    ``trainer.max_steps`` or never); 0 would train nothing and still report the untrained model."""
+    epochs = trainer.get("max_epochs")
+    if epochs is None or epochs == -1 and not isinstance(epochs, bool):
+        return
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs must be a positive integer (or -1: no limit), got {epochs!r}: e.g. "
+            "trainer.max_epochs=18"
+        )
 
 
 def _accelerator_kind(accelerator: Any) -> Optional[str]:
@@ -564,6 +613,15 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")
+        if "resume" in config and config.get("resume") in (None, ""):  # a new training run
+            try:
+                folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+            except OmegaConfBaseException:  # an interpolation only Hydra can resolve: Hydra reports it its way
+                return
+            try:
+                claim_new_run_dir(folder)
+            except ConfigError as err:
+                sys.exit(report(err) or 2)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
@@ -578,11 +636,51 @@ class RunDirCheck(Callback):
         problem = unwritable_reason(Path(folder))
         if problem is None:
             return
-        overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.hydra", default=None) or []]
+        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)]
         named = any(o.startswith(f"{key}=") for o in overrides)
         fix = f"{key}=/a/writable/folder" if named else f"paths.log_dir=/a/writable/folder (now {log_dir})"
         code = report(ConfigError(f"cannot create the output folder {folder}: {problem}; choose another: {fix}"))
         sys.exit(code or 2)
+
+
+# Created, exclusively, in a new training run's folder by the process that starts it, before Hydra writes anything
+# there; so of two runs started at once in one folder (the same RSA_RUN_NAME) the second is refused untouched.
+RUN_CLAIM_FILE = ".rsa_run"
+_claimed: set[Path] = set()
+
+
+def check_new_run_dir(output_dir: Path) -> None:
+    """A new run never writes into the folder of an earlier run (its checkpoints, config, log and ``result.json``
+    would be replaced): ``ConfigError`` pointing to ``resume=`` when ``output_dir`` holds a run's config, checkpoints
+    or the claim of another process (``hydra.run.dir=`` or ``RSA_RUN_NAME`` naming an existing run)."""
+    names = [CONFIG_FILE, "checkpoints"]
+    if output_dir.absolute() not in _claimed:
+        names.append(RUN_CLAIM_FILE)
+    found = [name for name in names if (output_dir / name).exists()]
+    if not found:
+        return
+    raise ConfigError(
+        f"{output_dir} is the folder of an earlier run ({', '.join(found)}): a new run would replace its files. "
+        f"Continue it with resume={output_dir}, or start a new run in another folder"
+    )
+
+
+def claim_new_run_dir(folder: Path, environ: Optional[Mapping[str, str]] = None) -> None:
+    """Before Hydra creates a new training run's folder and writes into it (``RunDirCheck.on_run_start``): refuses
+    an earlier run's folder (:func:`check_new_run_dir`) and claims the folder with :data:`RUN_CLAIM_FILE`, created
+    exclusively. Nothing for the other processes of a distributed run (they share rank 0's folder) and for a SLURM
+    job that SLURM requeued (it continues its own folder, :func:`rsa_lightning.resume.requeued_run_dir`)."""
+    environ = os.environ if environ is None else environ
+    if not is_launched_as_rank_zero(environ) or int(environ.get("SLURM_RESTART_COUNT") or 0) >= 1:
+        return
+    folder = folder.absolute()
+    check_new_run_dir(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / RUN_CLAIM_FILE).open("x").close()
+    except FileExistsError:  # another process claimed it since the check
+        check_new_run_dir(folder)
+    _claimed.add(folder)
 
 
 def unwritable_reason(folder: Path) -> Optional[str]:

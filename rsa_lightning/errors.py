@@ -128,6 +128,14 @@ def _is_missing_value(err: BaseException) -> bool:
     return isinstance(err, (MissingMandatoryValue, InterpolationToMissingValueError))
 
 
+def _interpolation_error(err: BaseException) -> bool:
+    """An interpolation of the config that does not resolve (``data.root=${oops}``, ``${oc.env:VAR}`` of an unset
+    variable): bad input, whether it came from the command line or a config file the user wrote."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    return isinstance(err, InterpolationResolutionError)
+
+
 def classify(err: BaseException) -> Optional[int]:
     """The exit code for an exception a user should see as one message (2 bad input, 1 a run fault, 3 interrupted),
     else None (a bug: the traceback is shown)."""
@@ -137,6 +145,8 @@ def classify(err: BaseException) -> Optional[int]:
         return USER_ERROR_EXIT
     if _is_missing_value(err):
         return USER_ERROR_EXIT
+    if _interpolation_error(err):  # a resolver of ours that refused a value: its own code and message
+        return classify(err.__cause__) if isinstance(err.__cause__, UserError) else USER_ERROR_EXIT
     cause = _instantiation_cause(err)
     if cause is not None:  # a value a constructor refused (ours or a library's, e.g. Lightning's Trainer): bad config
         refused = isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException"
@@ -170,6 +180,15 @@ def message(err: BaseException) -> str:
         missing = re.search(r"Missing mandatory value: ([\w.]+)", text)
         name = missing.group(1) if missing and "interpolation" in text else (key or missing and missing.group(1))
         return f"{name} is not set (??? in the config): add {name}=<value> to the command line"
+    if _interpolation_error(err):
+        if isinstance(err.__cause__, UserError):
+            return message(err.__cause__)
+        key = getattr(err, "full_key", None) or "a config value"
+        text = str(err).strip().splitlines()[0]
+        return (
+            f"{key} cannot be resolved: {text}; fix the ${{...}} interpolation on the command line or in the config "
+            "(an environment variable it reads must be set)"
+        )
     cause = _instantiation_cause(err)
     if cause is not None:
         target = re.search(r"Error in call to target '([^']+)'", str(err))

@@ -22,9 +22,9 @@ from pytorch_lightning.loggers import CSVLogger
 
 from rsa_lightning.callbacks.nonfinite import TrainingDiverged
 from rsa_lightning.callbacks.progress import with_progress_bar
-from rsa_lightning.config_checks import check_train_config
+from rsa_lightning.config_checks import check_new_run_dir, check_train_config
 from rsa_lightning.data.datamodule import check_backend_reads
-from rsa_lightning.errors import CheckpointError, ConfigError
+from rsa_lightning.errors import CheckpointError
 from rsa_lightning.evaluation.checkpoints import read_checkpoint
 from rsa_lightning.resume import (
     CONFIG_FILE,
@@ -37,7 +37,7 @@ from rsa_lightning.resume import (
     requeued_run_dir,
     resume_config,
 )
-from rsa_lightning.utils.config import is_launched_as_rank_zero, resolved_container
+from rsa_lightning.utils.config import is_launched_as_rank_zero, resolved_container, task_overrides
 from rsa_lightning.utils.csv_logger import METRICS_FILE, cut_csv_log
 from rsa_lightning.utils.faults import fit_faults
 from rsa_lightning.utils.instantiate import instantiate_collection
@@ -107,30 +107,11 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
     return resumed
 
 
-def check_new_run_dir(output_dir: Path) -> None:
-    """A new run never writes into the folder of an earlier run (its checkpoints would be replaced): ``ConfigError``
-    pointing to ``resume=`` when ``output_dir`` holds a run's config or checkpoints (``hydra.run.dir=`` or
-    ``RSA_RUN_NAME`` naming an existing run)."""
-    found = [p for p in (output_dir / CONFIG_FILE, output_dir / "checkpoints") if p.exists()]
-    if not found:
-        return
-    raise ConfigError(
-        f"{output_dir} is the folder of an earlier run ({', '.join(p.name for p in found)}): a new run would replace "
-        f"its checkpoints. Continue it with resume={output_dir}, or start a new run in another folder"
-    )
-
-
 def _best_epoch(path: str) -> Optional[int]:
     try:
         return int(read_checkpoint(Path(path), mmap=True)["epoch"])
     except (CheckpointError, KeyError):
         return None
-
-
-def _hydra_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -148,7 +129,7 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     """
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
-    resumed = _resume(cfg, output_dir, _hydra_overrides() if overrides is None else overrides)
+    resumed = _resume(cfg, output_dir, task_overrides() if overrides is None else overrides)
     if resumed is not None:
         cfg = resumed
     check_train_config(cfg)  # before any heavy work: one message naming the key and the fix

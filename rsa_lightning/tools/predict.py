@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from rsa_lightning.errors import handle_errors, run_hydra_main
 from rsa_lightning.evaluation import writers
 from rsa_lightning.inference import load_model, predict_scores, top_classes
+from rsa_lightning.utils.config import task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, list[tu
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
 @handle_errors  # bad input: one message and exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
-    results = predict(cfg, overrides=HydraConfig.get().overrides.task)
+    results = predict(cfg, overrides=task_overrides())
     failed = [vid for vid, top in results.items() if not top]
     if failed:  # as extract_frames / reencode_videos: the others are done, the exit code says not all
         shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")

@@ -31,7 +31,6 @@ from typing import Any, Optional
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from rsa_lightning.data.annotations import UNLABELLED, VideoRecord
@@ -40,6 +39,7 @@ from rsa_lightning.data.decoding import FrameFolderBackend
 from rsa_lightning.data.transforms import normalize
 from rsa_lightning.errors import ConfigError, DataError, MissingFileError, handle_errors, run_hydra_main
 from rsa_lightning.inference import LoadedModel, load_model
+from rsa_lightning.utils.config import task_overrides
 from rsa_lightning.visualization.figures import figure_to_array, save_figure
 from rsa_lightning.visualization.kernels import (
     AUTO,
@@ -249,7 +249,7 @@ def visualize_kernels(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[Pa
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="visualize_kernels")
 @handle_errors  # bad input: one message and exit code 2 (rsa_lightning.errors)
 def main(cfg: DictConfig) -> None:
-    visualize_kernels(cfg, overrides=HydraConfig.get().overrides.task)
+    visualize_kernels(cfg, overrides=task_overrides())
 
 
 if __name__ == "__main__":

@@ -50,6 +50,17 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
+def task_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra job (``hydra.overrides.task``) as written, never resolved:
+    an override holding an interpolation (``data.root=${oc.env:DATA}``) is resolved where the config uses it, so an
+    unresolvable one is reported under its key (:mod:`rsa_lightning.errors`). Empty outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
+
+
 def resolved_container(cfg: DictConfig) -> dict[str, Any]:
     """The config with every interpolation resolved, as plain containers (what a checkpoint stores)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -169,6 +169,13 @@ BAD_VALUES = {
     "missing_value": (["model.optimizer.lr=???"], "model.optimizer.lr is not set (??? in the config)"),
     "unresolvable": (["data.batch_size=${oc.env:RSA_H6_UNSET_VARIABLE}"], "data.batch_size cannot be resolved"),
     "start_checkpoint_absent": (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path=/nonexistent/last.ckpt does not"),
+    "label_smoothing_above_1": (["model.label_smoothing=2"], "model.label_smoothing must be a number in [0, 1), got 2"),
+    "label_smoothing_text": (["model.label_smoothing=abc"], "model.label_smoothing must be a number in [0, 1), got"),
+    "max_epochs_text": (["trainer.max_epochs=abc"], "trainer.max_epochs must be a positive integer (or -1: no"),
+    "max_epochs_zero": (["trainer.max_epochs=0"], "got 0: e.g. trainer.max_epochs=18"),
+    "num_clips_zero": (["data.num_clips=0"], "data.num_clips must be a positive integer, got 0: e.g. data.num_clips="),
+    "decode_timeout_negative": (["+data.decode_timeout=-1"], "data.decode_timeout must be a positive number of"),
+    "interpolation_unresolved": (["seed=${oc.env:RSA_TEST_UNSET_VARIABLE}"], "seed cannot be resolved: KeyError"),
 }
 
 
@@ -333,6 +340,8 @@ def _unwritable_log_dir(kind: str, tmp_path: Path) -> Path | None:
 
 
 UNKNOWN = ["model=nope", "data.nope=1", "data=nope"]
+# an override whose interpolation does not resolve, as typed on a cluster (an unset variable, a misspelt key)
+UNRESOLVED = {"data.root=${oops}": "data.root", "seed=${oc.env:RSA_TEST_UNSET_VARIABLE}": "seed"}
 WITHOUT_ROOT = ["ssv2", "list"]
 UNWRITABLE = ["file", "permission"]
 
@@ -347,6 +356,9 @@ def refused(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProce
     for name in WITHOUT_ROOT:
         tmp = folders[f"data={name}"] = tmp_path_factory.mktemp(f"without_root_{name}")
         commands[f"data={name}"] = _train(f"data={name}", f"hydra.run.dir={tmp / 'run'}", log_dir=tmp / "logs")
+    for override in UNRESOLVED:
+        tmp = folders[override] = tmp_path_factory.mktemp("unresolved")
+        commands[override] = _train(override, log_dir=tmp / "logs")
     tmp = folders["fp16"] = tmp_path_factory.mktemp("fp16")
     commands["fp16"] = _train(
         "trainer.accelerator=cpu", "trainer.precision=16-mixed", f"data.root={tmp / 'synthetic'}", log_dir=tmp
@@ -373,6 +385,13 @@ def test_train_unknown_option_or_key_short_hydra_message_exit_2(override, refuse
     if override == "model=nope":  # an unknown option of a group: Hydra names the group's options
         assert "model/nope" in result.stderr and "rsa_tiny" in result.stderr
     assert not (tmp_path / "logs").exists()  # refused before the run folder
+
+
+@pytest.mark.parametrize("override", sorted(UNRESOLVED))
+def test_train_override_that_does_not_resolve_names_its_key(override, refused):
+    key = UNRESOLVED[override]
+    message = _one_message(refused[override][1])
+    assert message.startswith(f"error: {key} cannot be resolved: ") and f"override {key}=" in message
 
 
 @pytest.mark.parametrize("name", WITHOUT_ROOT)

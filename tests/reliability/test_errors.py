@@ -323,9 +323,46 @@ def test_a_seed_numpy_cannot_take_is_refused(tmp_path, seed):
 
 def test_a_new_run_never_writes_into_an_earlier_runs_folder(tmp_path):
     from rsa_lightning.errors import ConfigError
-    from rsa_lightning.train import check_new_run_dir
+    from rsa_lightning.config_checks import check_new_run_dir
 
     check_new_run_dir(tmp_path / "new")  # nothing there yet
     (tmp_path / "old" / "checkpoints").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"folder of an earlier run \(checkpoints\).*resume="):
         check_new_run_dir(tmp_path / "old")
+
+
+def test_train_py_refuses_an_earlier_runs_folder_and_leaves_every_file_of_it_unchanged(tmp_path):
+    """A finished run's folder (as ``hydra.run.dir=`` or ``RSA_RUN_NAME`` name it), and a folder another process
+    has just claimed for its new run: refused with exit 2 before Hydra writes its config, log or anything else."""
+    finished = tmp_path / "finished"
+    files = {
+        "config_resolved.yaml": "seed: 1\n",
+        "result.json": '{"status": "completed", "time_min": 3.5}\n',
+        "train.log": "the run's log\n",
+        ".hydra/config.yaml": "seed: 1\n",
+        ".hydra/overrides.yaml": "- seed=1\n",
+        "checkpoints/last.ckpt": "weights",
+    }
+    for name, text in files.items():
+        (finished / name).parent.mkdir(parents=True, exist_ok=True)
+        (finished / name).write_text(text)
+    claimed = tmp_path / "claimed"
+    claimed.mkdir()
+    (claimed / ".rsa_run").touch()
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    results = run_side_by_side(
+        {
+            "finished": ([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={finished}", logs, "seed=2"], {}),
+            "claimed": ([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={claimed}", logs], {}),
+        }
+    )
+    for name, folder in (("finished", finished), ("claimed", claimed)):
+        result = results[name]
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+        assert f"error: {folder} is the folder of an earlier run" in result.stderr
+        assert f"resume={folder}" in result.stderr
+    written = {str(p.relative_to(finished)): p.read_text() for p in finished.rglob("*") if p.is_file()}
+    assert written == files
+    assert [p.name for p in claimed.iterdir()] == [".rsa_run"]
+    assert not (tmp_path / "logs").exists()
