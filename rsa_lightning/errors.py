@@ -24,7 +24,9 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -273,11 +275,24 @@ def handle_errors(task: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training (start-up, data generation, evaluation), raised in the main thread by the handler
+    :func:`run_hydra_main` installs, so that worker pools are terminated on the way out (``with`` blocks) instead of
+    outliving the process. A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` swallows it."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
 def run_hydra_main(main: Callable[[], Any]) -> None:
     """Runs a ``@hydra.main`` function; a config Hydra could not compose (unknown group option, key not in the
     config, bad override syntax: Hydra prints a short message and exits 1) exits with the bad-input code 2, and a
-    Ctrl-C outside training (inside it, :class:`rsa_lightning.callbacks.StopOnSignal` saves and stops) with 130, the
-    shell's code for SIGINT, without a traceback."""
+    Ctrl-C or SIGTERM outside training (inside it, :class:`rsa_lightning.callbacks.StopOnSignal` saves and stops)
+    with 130 or 143, the shell's codes for SIGINT and SIGTERM, without a traceback and without leaving worker
+    processes behind."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except SystemExit as exit_:
@@ -287,6 +302,13 @@ def run_hydra_main(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:  # Ctrl-C outside training (start-up, data generation): no traceback
         print("\ninterrupted (Ctrl-C); a partly generated data set is generated again next time", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print(
+            "\nstopped by SIGTERM outside training (nothing to save); a partly generated data set is generated again "
+            "next time",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGTERM)
 
 
 def run_cli(main: Callable[[], int | None]) -> int:

@@ -32,7 +32,11 @@ after seeking in open-GOP H.264 files and in files with decode-order timestamps 
 reads, last frames included) or detected (:func:`~rsa_lightning.data.probing.probe_video`, packets only) to be such
 sequentially from frame 0. Files decord cannot read exactly or at all are decoded by :class:`PyAVBackend`: files
 the scan lists as ``pyav``, files with a rotation or mirror display matrix (decord fails on 90-degree rotations and
-ignores mirrors), and any file decord refuses (a VP9 webm written live, without duration or cues; a one-frame webm;
+ignores mirrors), files whose frames decord converts to RGB otherwise than the reference (its own libswscale
+interpolates chroma otherwise wherever the unscaled converter is not used: yuv420p / yuvj420p / yuva420p / yuv422p
+of odd height, 10-bit 4:2:0, nv12, 4:4:0, 4:1:0 at any size; up to ~100/255 off on every frame, measured and explained
+in :mod:`rsa_lightning.data.probing`; found from the header's pixel format and height, logged once per file), and
+any file decord refuses (a VP9 webm written live, without duration or cues; a one-frame webm;
 "broken metadata"), logged once per file. Only a file neither can read raises :class:`VideoDecodeError`.
 ``rsa_lightning.tools.reencode_videos`` rewrites such files as closed-GOP H.264 once and for all.
 
@@ -45,7 +49,8 @@ probe reports them as open GOPs, as for MPEG-4 Part 2) and reads mirrors as rota
 rotation by 180 degrees, a mirrored rotation as the rotation alone). So files the scan lists, files the probe finds
 any seek risk in (open-GOP mp4 included: the probe cannot tell them from AVI), mirrored files and files whose rotation
 torchcodec reports otherwise (a matrix that is no multiple of 90 degrees, which the reference does not apply) are
-read by :class:`PyAVBackend`, as are files torchcodec refuses (logged once).
+read by :class:`PyAVBackend`, as are files whose frames torchcodec converts to RGB otherwise than the reference (the
+same formats as decord's, plus 4:1:1 and odd-sized 4:2:2; logged once) and files torchcodec refuses (logged once).
 """
 
 from __future__ import annotations
@@ -65,8 +70,10 @@ from rsa_lightning.data.probing import (
     SEQUENTIAL,
     count_decodable_frames,
     probe_orientation_cached,
+    probe_pixel_format,
     probe_video_cached,
     read_decode_modes,
+    rgb_conversion_risk,
     timestamps_may_be_decode_order,
 )
 from rsa_lightning.data.video_io import (
@@ -202,6 +209,23 @@ def _read_or_fall_back(
     return frames, indices
 
 
+def _rgb_risk(path: Path, decoder: str) -> Optional[str]:
+    """Why ``decoder`` may convert ``path``'s frames to RGB otherwise than the reference, from the file's header
+    (:func:`~rsa_lightning.data.probing.rgb_conversion_risk`; None: exact, or no header to read)."""
+    header = probe_pixel_format(str(path))
+    return None if header is None else rgb_conversion_risk(*header, decoder=decoder)
+
+
+def _read_with_pyav(decoder: str, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:
+    """:class:`PyAVBackend`'s read of a file ``decoder`` must not read; logged once per file when the reason is the
+    conversion to RGB (a display matrix or the scan's list are not logged)."""
+    why = _rgb_risk(Path(record.path), decoder)
+    if why is not None:
+        text = f"{decoder} converts its {why} to RGB otherwise than the reference; decoded with PyAV instead"
+        _log_once(logging.INFO, str(record.path), text)
+    return PyAVBackend().read(record, choose)
+
+
 def _read_decodable_part(
     record: VideoRecord, choose: ChooseFn, num_file_frames: int, err: Exception
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +260,8 @@ class DecordBackend:
         seek_mode: ``"seek"``: decord's random access (fast; wrong frames in files with open GOPs or decode-order
             timestamps); ``"sequential"``: read contiguously from frame 0 (slower the later the last sampled frame);
             ``"auto"``: per file, what is exact: seek, sequential (files listed or detected, see the module
-            docstring) or :class:`PyAVBackend` (files listed as ``pyav``, rotated or mirrored files).
+            docstring) or :class:`PyAVBackend` (files listed as ``pyav``). Whatever the mode, rotated or mirrored
+            files and files decord converts to RGB otherwise than the reference (odd heights, ...) are read by PyAV.
         open_gop_files: with ``"auto"``, the files decord must not seek in: paths (decoded sequentially), or the path
             of the list ``rsa_lightning.tools.scan_videos`` writes (one path a line, a ``pyav`` note sends the file to
             :class:`PyAVBackend`; ignored while it does not exist).
@@ -277,10 +302,13 @@ class DecordBackend:
     def mode_for(self, path: Path) -> str:
         """How ``path`` is read: ``"seek"``, ``"sequential"`` (decord from frame 0) or ``"pyav"`` (exact decoder).
 
-        In every mode a file with a rotation or mirror display matrix is read by PyAV (decord fails on 90-degree
-        rotations and ignores mirrors); the orientation is probed once per file and process.
+        In every mode a file with a rotation or mirror display matrix (decord fails on 90-degree rotations and ignores
+        mirrors) or whose frames decord converts to RGB otherwise than the reference (:func:`_rgb_risk`: odd heights,
+        10-bit 4:2:0, ...) is read by PyAV; both are probed once per file and process.
         """
         listed = self.listed_modes.get(os.path.normpath(str(path))) if self.seek_mode == "auto" else None
+        if listed == EXACT or _rgb_risk(path, "decord") is not None:
+            return EXACT
         if listed is not None:
             return listed
         if self.seek_mode == "auto" and self.detect_open_gop:
@@ -302,7 +330,7 @@ class DecordBackend:
         choose = _SameChoice(choose)
         mode = self.mode_for(path)
         if mode == EXACT:
-            return PyAVBackend().read(record, choose)
+            return _read_with_pyav("decord", record, choose)
         read = lambda: self._read(path, record, choose, sequential=mode == SEQUENTIAL)
         return _read_or_fall_back("decord", record, choose, read, self.fallback)
 
@@ -410,8 +438,9 @@ class TorchCodecBackend:
         self.fallback = fallback
 
     def mode_for(self, path: Path) -> str:
-        """How ``path`` is read: ``"seek"`` (torchcodec) or ``"pyav"`` (listed, a seek risk, or mirrored)."""
-        if os.path.normpath(str(path)) in self.listed_modes:
+        """How ``path`` is read: ``"seek"`` (torchcodec) or ``"pyav"`` (listed, a seek risk, mirrored, or a pixel
+        format torchcodec converts to RGB otherwise than the reference)."""
+        if os.path.normpath(str(path)) in self.listed_modes or _rgb_risk(path, "torchcodec") is not None:
             return EXACT
         probe = probe_video_cached(str(path))
         return EXACT if probe.seek_risk or probe.orientation not in _ROTATION_DEGREES else "seek"
@@ -421,7 +450,7 @@ class TorchCodecBackend:
         check_file(path)
         choose = _SameChoice(choose)
         if self.mode_for(path) == EXACT:
-            return PyAVBackend().read(record, choose)
+            return _read_with_pyav("torchcodec", record, choose)
         return _read_or_fall_back("torchcodec", record, choose, lambda: self._read(path, record, choose), self.fallback)
 
     def _read(self, path: Path, record: VideoRecord, choose: ChooseFn) -> tuple[np.ndarray, np.ndarray]:

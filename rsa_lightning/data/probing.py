@@ -26,6 +26,18 @@ contiguous range that starts at a later keyframe is shifted the same way; ``skip
 decode that starts at frame 0 and reads contiguously (``get_batch`` of consecutive ranges, no seek) is exact. Since
 neighbouring frames look alike the error hardly moves pixel means: only a per-pixel comparison shows it
 (:func:`check_seek_accuracy`). Closed-GOP H.264, VP9 webm and single-keyframe files decode bit-exactly with seeks.
+
+Conversion to RGB (odd heights, other chroma layouts)
+-----------------------------------------------------
+decord and torchcodec convert decoded frames to RGB with their own FFmpeg (libswscale), the reference with PyAV's.
+The pixels agree where libswscale takes the same path in both: its unscaled YUV-to-RGB converter, which it uses for
+yuv420p, yuvj420p, yuva420p and yuv422p only when the height is even, or no chroma interpolation at all (4:4:4,
+grey, RGB). Elsewhere its general scaler runs, whose chroma upsampling differs between the two builds: measured
+here, frames of odd height in those four formats (any codec and container: VP9 webm, MPEG-4 AVI, FFV1 mkv) and
+frames in formats that interpolate chroma vertically at any height (yuv420p10le, yuv420p16le, nv12, yuv440p,
+yuv410p) come back up to ~100/255 off on every frame, silently; odd widths are exact. :func:`rgb_conversion_risk`
+trusts only the formats measured exact (:func:`probe_pixel_format` reads the format and height from the header);
+the backends decode other files with PyAV.
 """
 
 from __future__ import annotations
@@ -259,6 +271,39 @@ def probe_orientation(path: Union[str, Path]) -> Orientation:
 def probe_orientation_cached(path: str) -> Orientation:
     """:func:`probe_orientation`, remembered per path and process."""
     return probe_orientation(path)
+
+
+# pixel formats decord and torchcodec convert to RGB exactly as the reference does, at every size / at even heights
+# only (libswscale's unscaled converter; see the module docstring); decord also these three (torchcodec not always)
+_RGB_EXACT = frozenset({"yuv444p", "yuvj444p", "yuv444p10le", "gray", "gray16le", "rgb24", "rgba", "bgr0"})
+_RGB_EXACT_EVEN_HEIGHT = frozenset({"yuv420p", "yuvj420p", "yuva420p", "yuv422p"})
+_RGB_EXACT_DECORD = _RGB_EXACT | {"yuv411p", "yuvj422p", "yuv422p10le"}
+
+
+def rgb_conversion_risk(pix_fmt: Optional[str], height: int, decoder: str = "decord") -> Optional[str]:
+    """Why ``decoder`` (``"decord"`` or ``"torchcodec"``) may convert frames of ``pix_fmt`` and ``height`` to RGB
+    otherwise than the reference (None: a format measured exact, see the module docstring)."""
+    exact = _RGB_EXACT_DECORD if decoder == "decord" else _RGB_EXACT
+    if pix_fmt in exact or (pix_fmt in _RGB_EXACT_EVEN_HEIGHT and height % 2 == 0):
+        return None
+    if pix_fmt in _RGB_EXACT_EVEN_HEIGHT:
+        return f"{pix_fmt} frames of odd height {height}"
+    return f"{pix_fmt or 'unknown'} frames"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def probe_pixel_format(path: str) -> Optional[tuple[Optional[str], int]]:
+    """``(pixel format, height)`` of ``path``'s video stream as its header states them (opened, nothing decoded);
+    None when the file has no video stream or cannot be opened (the decode reports it). Remembered per process."""
+    try:
+        with open_container(path) as container:
+            if not container.streams.video:
+                return None
+            codec = container.streams.video[0].codec_context
+            return codec.pix_fmt, int(codec.height)
+    except Exception as err:
+        log.debug("%s: pixel format probe failed: %s", path, err)
+    return None
 
 
 # modes of the scan's list of files decord must not seek in (the second field of a line)

@@ -97,7 +97,6 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -652,8 +651,10 @@ def _run_jobs(jobs: Sequence[_ClipJob], workers: int) -> None:
             _make_clip(job)
         return
     chunksize = max(1, min(16, len(jobs) // (4 * workers)))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
-        for _ in pool.map(_make_clip, jobs, chunksize=chunksize):
+    # a multiprocessing pool, not a ProcessPoolExecutor: leaving the block on an exception (Ctrl-C, SIGTERM) terminates
+    # the workers at once instead of waiting for every queued clip
+    with worker_context().Pool(workers) as pool:
+        for _ in pool.imap_unordered(_make_clip, jobs, chunksize=chunksize):
             pass
 
 

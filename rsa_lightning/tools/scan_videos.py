@@ -48,7 +48,15 @@ from rsa_lightning.config_checks import check_data_config
 from rsa_lightning.data.annotations import VideoRecord
 from rsa_lightning.data.decoding import DecordBackend, FrameFolderBackend, PyAVBackend
 from rsa_lightning.data.exclusions import Exclusion, write_exclusions
-from rsa_lightning.data.probing import EXACT, SEQUENTIAL, check_seek_accuracy, detect_open_gop, probe_video
+from rsa_lightning.data.probing import (
+    EXACT,
+    SEQUENTIAL,
+    check_seek_accuracy,
+    detect_open_gop,
+    probe_pixel_format,
+    probe_video,
+    rgb_conversion_risk,
+)
 from rsa_lightning.data.video_io import IDENTITY, VideoDecodeError, describe, open_container, reference_frames
 from rsa_lightning.errors import handle_errors, run_hydra_main
 from rsa_lightning.utils.processes import worker_context
@@ -162,7 +170,9 @@ def verify_file(record: VideoRecord, *, backend: Any, samples: int) -> FileRepor
     report.seek_wrong = verify("decord seek", DecordBackend(seek_mode="seek", fallback=False))
     verify("decord sequential", DecordBackend(seek_mode="sequential", fallback=False), sequential=True)
     verify("pyav", PyAVBackend())
-    if report.readers["decord seek"] != "exact" or probe_video(path).orientation != IDENTITY:
+    if rgb_conversion_reason(path) is not None:  # decord's readers above were PyAV's already (DecordBackend.mode_for)
+        report.decord_mode = EXACT
+    elif report.readers["decord seek"] != "exact" or probe_video(path).orientation != IDENTITY:
         # decord ignores mirrors: a file with a display matrix is left to PyAV
         exact_sequential = report.readers["decord sequential"] == "exact" and report.readers["decord seek"] != "exact"
         report.decord_mode = SEQUENTIAL if exact_sequential else EXACT
@@ -342,8 +352,18 @@ def scan(
     return result
 
 
+def rgb_conversion_reason(path: str) -> Optional[str]:
+    """Why decord's frames of ``path`` are not trusted to be the reference's pixels (its RGB conversion; None: they
+    are), from the header (:func:`rsa_lightning.data.probing.rgb_conversion_risk`)."""
+    header = probe_pixel_format(path)
+    return None if header is None else rgb_conversion_risk(*header, decoder="decord")
+
+
 def _probe_reason(path: str) -> str:
     """Why a file whose sampled seeks were exact is still not left to decord's seeks (what its packets say)."""
+    rgb = rgb_conversion_reason(path)
+    if rgb is not None:
+        return f"decord converts its {rgb} to RGB otherwise than the reference"
     probe = probe_video(path)
     if probe.orientation != IDENTITY:
         return "display matrix (decord ignores mirrors)"

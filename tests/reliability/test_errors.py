@@ -322,8 +322,8 @@ def test_a_seed_numpy_cannot_take_is_refused(tmp_path, seed):
 
 
 def test_a_new_run_never_writes_into_an_earlier_runs_folder(tmp_path):
-    from rsa_lightning.errors import ConfigError
     from rsa_lightning.config_checks import check_new_run_dir
+    from rsa_lightning.errors import ConfigError
 
     check_new_run_dir(tmp_path / "new")  # nothing there yet
     (tmp_path / "old" / "checkpoints").mkdir(parents=True)

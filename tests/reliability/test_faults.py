@@ -450,3 +450,54 @@ def test_dataloader_workers_outlive_a_stop_signal_to_the_whole_job(tmp_path):
     assert code == 0 and out.split() == ["198"], err[-2000:]
     code, out, err = finish(lost, timeout=120)  # PyTorch's own worker handler: the worker dies, the main process fails
     assert code != 0 and "killed by signal" in err
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_during_data_generation_exits_143_and_leaves_no_workers(tmp_path):
+    """SIGTERM before training (here: while the generator's pool renders the synthetic data) ends the run with a
+    message and the shell's SIGTERM code 143, and its worker processes end with it (they rendered on, orphaned,
+    for as long as their queue lasted)."""
+    root = tmp_path / "data"
+    overrides = [*tiny_synthetic_overrides(root), "data.prepare.workers=2", "data.prepare.train_per_class=60"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={tmp_path / 'logs'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    try:
+        workers: list[int] = []
+        while not workers and proc.poll() is None:  # until the pool's workers render (forked by its forkserver)
+            time.sleep(0.2)
+            if any((root / "videos").glob("*/*")) or any((root / "videos").glob("*.*")):
+                workers = [w for server in _children(proc.pid) for w in _children(server)]
+        assert workers, "the generator's workers were never seen"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM outside training" in stderr and "Traceback" not in stderr
+    assert not [w for w in workers if _running(w)]  # terminated before the main process exited

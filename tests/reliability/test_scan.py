@@ -22,6 +22,7 @@ from rsa_lightning.tools.scan_videos import scan_from_config, verification_indic
 READ_BY_DECORD_WITH_SEEKS = ("mp4_bframes", "mkv", "mov", "vfr", "ntsc_90khz", "gray", "rgba_png", "yuva_vp9")
 READ_BY_DECORD_SEQUENTIALLY = ("avi_mpeg4", "avi_h264_bframes", "avi_h264")  # decord's seeks are wrong in them
 LEFT_TO_PYAV = ("webm_live", "webm_1frame", "rotated_90", "rotated_270_mirrored")  # decord refuses them
+LEFT_TO_PYAV += ("vp9_odd", "ffv1_10bit")  # decord converts them to RGB otherwise (odd height, 10-bit 4:2:0)
 NO_VIDEO = ("audio_only", "zero_frames")
 
 
@@ -81,6 +82,7 @@ def test_the_scan_says_which_backend_reads_each_file(dataset, tmp_path, capsys, 
     assert modes == expected
     listed = (tmp_path / "open_gop.txt").read_text()
     assert f"{files['avi_h264_bframes']}\tsequential: wrong frames at" in listed
+    assert f"{files['vp9_odd']}\tpyav: decord converts its yuv420p frames of odd height 47 to RGB otherwise" in listed
 
 
 def test_decord_with_the_scan_list_reads_every_file_exactly(dataset, tmp_path):

@@ -2,8 +2,9 @@
 
 Each kind of file is made here with PyAV from frames of distinct content (random 8 x 8 colour blocks, another draw per
 frame), so a wrong index shows in every pixel; the frames are 64 wide and 48 high, so a missed rotation shows in the
-shape. The reference decode (:func:`rsa_lightning.data.video_io.decode_all_frames`) is first checked against the
-frames written, then every backend against the reference, at the indices training reads (the last frames included).
+shape (a few kinds are of odd size or another chroma layout, where decoders convert to RGB differently). The
+reference decode (:func:`rsa_lightning.data.video_io.decode_all_frames`) is first checked against the frames written,
+then every backend against the reference, at the indices training reads (the last frames included).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ MATROSKA_CUES_ID = bytes.fromhex("1C53BB6B")  # the EBML id of the Cues element 
 VFR_TIMES_MS = np.cumsum([0, 40, 90, 40, 200, 40, 40, 120, 40, 40, 300, 40, 40, 60, 40, 40, 40, 100, 40, 40])
 
 
-def pattern_frame(i: int) -> np.ndarray:
-    """Frame ``i``: 8 x 8 blocks of random colours drawn from seed ``i``, uint8 (48, 64, 3)."""
+def pattern_frame(i: int, size: tuple[int, int] = (WIDTH, HEIGHT)) -> np.ndarray:
+    """Frame ``i``: 8 x 8 blocks of random colours drawn from seed ``i``, uint8 (height, width, 3) for ``size``
+    ``(width, height)``; the blocks of the last row and column are cut to an odd size."""
+    width, height = size
     rng = np.random.default_rng(5000 + i)
-    blocks = rng.integers(0, 256, (HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8)
-    return np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+    blocks = rng.integers(0, 256, (-(-HEIGHT // 8), -(-WIDTH // 8), 3), dtype=np.uint8)
+    return np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
 
 
 def write_video(
@@ -63,12 +66,14 @@ def write_video(
     times_ms: np.ndarray | None = None,
     rate: Fraction = Fraction(12),
     time_base: Fraction | None = None,
+    size: tuple[int, int] = (WIDTH, HEIGHT),
 ) -> Path:
-    """Encode the pattern frames with PyAV (``source``: rgb24, gray or rgba frames handed to the encoder)."""
+    """Encode the pattern frames of ``size`` (width, height) with PyAV (``source``: rgb24, gray or rgba frames handed
+    to the encoder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", container_options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, pix_fmt
+        (stream.width, stream.height), stream.pix_fmt = size, pix_fmt
         stream.options = dict(options or {})
         if time_base is not None:
             stream.codec_context.time_base = stream.time_base = time_base
@@ -77,11 +82,11 @@ def write_video(
         if rotation is not None:
             stream.set_display_rotation(rotation, hflip=hflip)
         for i in range(num_frames):
-            image = pattern_frame(i)
+            image = pattern_frame(i, size)
             if source == "gray":
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., 0]), format="gray")
             elif source == "rgba":
-                alpha = np.full((HEIGHT, WIDTH, 1), 60 + 40 * (i % 4), np.uint8)
+                alpha = np.full((size[1], size[0], 1), 60 + 40 * (i % 4), np.uint8)
                 frame = av.VideoFrame.from_ndarray(np.concatenate([image, alpha], axis=2), format="rgba")
             else:
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -134,12 +139,19 @@ KINDS = {
     "gray": ("gray.mkv", 20, {"codec": "ffv1", "pix_fmt": "gray", "source": "gray"}),
     "rgba_png": ("rgba.mov", 12, {"codec": "png", "pix_fmt": "rgba", "source": "rgba"}),
     "yuva_vp9": ("yuva.webm", 12, {"codec": "libvpx-vp9", "options": VP9, "pix_fmt": "yuva420p", "source": "rgba"}),
+    # odd sizes and chroma layouts decord converts to RGB otherwise than the reference (odd heights, 10-bit 4:2:0) ...
+    "vp9_odd": ("odd.webm", 8, {"codec": "libvpx-vp9", "options": VP9, "size": (63, 47)}),
+    "ffv1_10bit": ("10bit.mkv", 6, {"codec": "ffv1", "pix_fmt": "yuv420p10le"}),
+    # ... and ones it converts exactly (an odd width, odd 4:4:4)
+    "vp9_odd_width": ("odd_width.webm", 8, {"codec": "libvpx-vp9", "options": VP9, "size": (63, 48)}),
+    "vp9_444_odd": ("odd444.webm", 8, {"codec": "libvpx-vp9", "options": VP9, "pix_fmt": "yuv444p", "size": (63, 47)}),
 }
+RGB_RISKS = {"vp9_odd": "yuv420p frames of odd height 47", "ffv1_10bit": "yuv420p10le frames"}
 
 
 def expected_frame(kind: str, i: int) -> np.ndarray:
     """What frame ``i`` of ``kind`` shows: the pattern, grey for gray sources, turned by the display matrix."""
-    image = pattern_frame(i)
+    image = pattern_frame(i, KINDS[kind][2].get("size", (WIDTH, HEIGHT)))
     if kind == "gray":
         image = np.repeat(image[..., :1], 3, axis=2)
     if kind == "rotated_90":  # PyAV's rotation is counter-clockwise, as np.rot90's
@@ -303,7 +315,7 @@ def test_torchcodec_is_not_trusted_where_it_is_wrong(kinds, references, tmp_path
     # ... and gets mirrors wrong (a rotated mirror comes back rotated, not mirrored)
     assert not np.array_equal(bare(kinds["rotated_270_mirrored"], 0), references["rotated_270_mirrored"][0])
     # so the backend reads them (and every file with a seek risk) with PyAV, from the packets alone
-    for kind in ("avi_mpeg4", "avi_h264_bframes", "avi_h264", "rotated_270_mirrored"):
+    for kind in ("avi_mpeg4", "avi_h264_bframes", "avi_h264", "rotated_270_mirrored", *RGB_RISKS):
         assert TorchCodecBackend().mode_for(kinds[kind]) == "pyav", kind
     for kind in ("mp4_bframes", "mkv", "mov", "vfr", "ntsc_90khz", "gray", "webm_live", "rotated_90"):
         assert TorchCodecBackend().mode_for(kinds[kind]) == "seek", kind
@@ -328,6 +340,48 @@ def test_monotonic_timestamps_without_reordered_frames_are_not_decode_order(tmp_
         pts = [p.pts for p in container.demux(stream) if p.size]
     assert pts == sorted(pts)
     assert not probe_video(path).decode_order_timestamps and DecordBackend().mode_for(path) == "seek"
+
+
+@pytest.mark.parametrize("kind", list(RGB_RISKS))
+def test_decord_colour_conversion_is_not_trusted_where_it_differs(kinds, references, kind, tmp_path, caplog):
+    # the premise: decord's own RGB conversion of these files differs from the reference on every frame
+    reference = references[kind]
+    frames = open_decord(kinds[kind], 1).get_batch(list(range(len(reference)))).asnumpy()
+    wrong = [i for i in range(len(reference)) if not np.array_equal(frames[i], reference[i])]
+    assert wrong == list(range(len(reference))), f"decord converts {kind} exactly now: revisit the PyAV routing"
+    # so every mode reads them with PyAV, from the header alone (no scan list), logged once per file
+    for backend in (DecordBackend(), DecordBackend(seek_mode="seek"), DecordBackend(seek_mode="sequential")):
+        assert backend.mode_for(kinds[kind]) == "pyav", backend
+    assert DecordBackend(detect_open_gop=False).mode_for(kinds[kind]) == "pyav"
+    path = tmp_path / kinds[kind].name  # a path not logged yet in this process
+    path.write_bytes(kinds[kind].read_bytes())
+    with caplog.at_level(logging.INFO, logger="rsa_lightning.data.decoding"):
+        for _ in range(2):
+            frames, _ = DecordBackend(seek_mode="seek", fallback=False).read(record(path), lambda n: np.array([n - 1]))
+            np.testing.assert_array_equal(frames[0], reference[-1])
+    logged = [r.getMessage() for r in caplog.records if "to RGB otherwise than the reference" in r.getMessage()]
+    assert logged == [
+        f"{path}: decord converts its {RGB_RISKS[kind]} to RGB otherwise than the reference; decoded with PyAV instead"
+    ], logged
+
+
+def test_an_odd_height_avi_listed_as_sequential_is_read_with_pyav(tmp_path):
+    # decord's sequential decode converts it wrong too: neither the AVI seek risk nor the scan's list keeps it on decord
+    path = write_video(tmp_path / "odd_height.avi", 8, codec="mpeg4", options={"qscale": "2"}, size=(64, 47))
+    reference = decode_all_frames(path)
+    frames = open_decord(path, 1).get_batch(list(range(len(reference)))).asnumpy()
+    assert not any(np.array_equal(f, r) for f, r in zip(frames, reference))  # the premise
+    for backend in (DecordBackend(), DecordBackend(open_gop_files=[path]), DecordBackend(seek_mode="sequential")):
+        assert backend.mode_for(path) == "pyav", backend
+        frames, _ = backend.read(record(path), lambda n: np.array([0, n - 1]))
+        np.testing.assert_array_equal(frames, reference[[0, -1]])
+
+
+def test_decord_keeps_the_files_it_converts_exactly(kinds):
+    # odd widths, odd-sized 4:4:4, grey, RGB: decord's pixels equal the reference's (the every-backend test), so it
+    # reads them itself
+    for kind in ("vp9_odd_width", "vp9_444_odd", "gray", "rgba_png", "yuva_vp9", "mp4_bframes"):
+        assert DecordBackend(seek_mode="seek").mode_for(kinds[kind]) == "seek", kind
 
 
 # --------------------------------------------------------------------------------------------------------------------
