@@ -16,7 +16,7 @@ from typing import Any, Optional
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
@@ -107,6 +107,17 @@ def _resume(cfg: DictConfig, output_dir: Path, overrides: Sequence[str]) -> Opti
     return resumed
 
 
+def _absolute_data_root(cfg: DictConfig) -> None:
+    """A relative ``data.root`` (``data.root=data/mine``) becomes absolute, from the folder training was started in,
+    before the config is saved with the run and its checkpoints: ``eval.py``, ``resume=`` and the tools read the
+    data from wherever they are started."""
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    if root is None or Path(str(root)).expanduser().is_absolute():
+        return
+    with open_dict(cfg):
+        cfg.data.root = str(Path(str(root)).expanduser().absolute())
+
+
 def _best_epoch(path: str) -> Optional[int]:
     try:
         return int(read_checkpoint(Path(path), mmap=True)["epoch"])
@@ -133,6 +144,7 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     if resumed is not None:
         cfg = resumed
     check_train_config(cfg)  # before any heavy work: one message naming the key and the fix
+    _absolute_data_root(cfg)
     if resumed is None and is_launched_as_rank_zero(os.environ):
         check_new_run_dir(output_dir)
     start_from = cfg.get("ckpt_path")

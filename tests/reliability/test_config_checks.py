@@ -443,3 +443,17 @@ def test_crop_larger_than_the_resized_frames_names_both_keys(tmp_path):
     overrides = [*tiny_synthetic_overrides(tmp_path / "data"), "data.crop_size=64"]
     with pytest.raises(ConfigError, match=r"data.crop_size=64 is larger than .* data.eval_transform.resize=32"):
         check_train_config(compose_config("train", overrides, tmp_path / "run"))
+
+
+def test_a_relative_data_root_is_saved_absolute(tmp_path, monkeypatch):
+    """``data.root=data/mine`` is made absolute from the folder training starts in, before the config is saved with
+    the run: eval.py started elsewhere reads the same data (it looked for <its own folder>/data/mine)."""
+    from rsa_lightning.train import _absolute_data_root
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("train", ["data=list", "data.root=data/mine", "data.num_classes=3"], tmp_path / "run")
+    _absolute_data_root(cfg)
+    assert cfg.data.root == str(tmp_path / "data" / "mine")
+    absolute = compose_config("train", [f"data.root={tmp_path}"], tmp_path / "run")
+    _absolute_data_root(absolute)
+    assert absolute.data.root == str(tmp_path)
