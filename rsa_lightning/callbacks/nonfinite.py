@@ -36,6 +36,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from rsa_lightning.callbacks.resume import LastCheckpoint
 from rsa_lightning.errors import RunFault
+from rsa_lightning.utils.console import epoch_label
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class NonFiniteGuard(Callback):
         )
         return (
             f"training diverged: {self.consecutive} optimiser steps in a row had a non-finite loss or gradients "
-            f"(epoch {first_epoch} step {first_step} to epoch {epoch} step {step}; {self.total} skipped in all, "
+            f"(epoch {epoch_label(first_epoch, trainer.max_epochs)} step {first_step} to epoch "
+            f"{epoch_label(epoch, trainer.max_epochs)} step {step}; {self.total} skipped in all, "
             f"limit {limit}); stopped. Kept: {'; '.join(kept) or 'no checkpoint yet'}. Likely causes: "
             + "; ".join(causes)
         )

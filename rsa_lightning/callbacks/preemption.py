@@ -55,6 +55,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from rsa_lightning.callbacks.resume import LastCheckpoint
 from rsa_lightning.errors import INTERRUPTED_EXIT, RunFault
+from rsa_lightning.utils.console import epoch_label
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,8 @@ class StopOnSignal(Checkpoint):
                 last.save(trainer, at_epoch_end=at_epoch_end)
         where = "the end of epoch" if at_epoch_end else "epoch"
         raise Interrupted(
-            f"training stopped by {name} at {where} {trainer.current_epoch}, step {trainer.global_step}: saved "
+            f"training stopped by {name} at {where} {epoch_label(trainer.current_epoch, trainer.max_epochs)}, step "
+            f"{trainer.global_step}: saved "
             f"{path} (resumable, the position in the epoch included); continue with: "
             f"python train.py resume={self.run_dir}"
         )

@@ -144,7 +144,9 @@ class ResumableDataLoader(DataLoader):
         skip = min(state["batches_done"] * self.batch_size, sampler.num_samples)
         sampler.start_epoch(state["epoch"], skip)
         if skip:
-            log.info("resuming epoch %d of the training data after %d batches", state["epoch"], state["batches_done"])
+            # 1-based, as the console counts epochs (rsa_lightning.utils.console.epoch_label)
+            epoch, done = state["epoch"] + 1, state["batches_done"]
+            log.info("resuming epoch %d of the training data after %d batches", epoch, done)
 
 
 def resumable_loader(

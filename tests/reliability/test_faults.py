@@ -138,7 +138,7 @@ def test_sigterm_saves_a_resumable_checkpoint_and_the_resumed_run_equals_an_unin
 
     assert code == INTERRUPTED_EXIT, err[-3000:]
     (message,) = [line for line in err.splitlines() if "training stopped by" in line]
-    assert "training stopped by SIGTERM at epoch 0, step 3" in message and "error:" not in err
+    assert "training stopped by SIGTERM at epoch 1/2, step 3" in message and "error:" not in err
     assert f"python train.py resume={run_dir}" in message and "Traceback" not in err
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "interrupted"
@@ -174,7 +174,7 @@ def test_sigusr1_to_the_whole_job_at_the_last_step_of_an_epoch_stops_after_its_v
     os.killpg(proc.pid, signal.SIGUSR1)  # the main process and its DataLoader workers, as SLURM's --signal does
     code, out, err = finish(proc)
     assert code == INTERRUPTED_EXIT, err[-3000:]
-    assert "training stopped by SIGUSR1 at the end of epoch 0, step 5" in err
+    assert "training stopped by SIGUSR1 at the end of epoch 1/3, step 5" in err
     last = load(run_dir / "checkpoints" / "last.ckpt")
     assert last["global_step"] == STEPS_PER_EPOCH
     assert last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 1  # the whole epoch, validated
