@@ -100,7 +100,12 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
 
 
 def _fix_unreadable(path: Path) -> str:
-    others = other_checkpoints(path.parent, exclude=path)
+    """The fix for an unreadable checkpoint: the other checkpoints of its run when it lies in a run folder (one that
+    holds the run's config), never other files that merely sit beside it."""
+    from rsa_lightning.resume import CONFIG_FILE
+
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    others = other_checkpoints(run_dir, exclude=path) if (run_dir / CONFIG_FILE).is_file() else []
     if others:
         return f"re-copy it, or use another checkpoint of the run: {_listed(others, 3)}"
     return "re-copy it, or use <run dir>/checkpoints/last.ckpt of the run that wrote it"

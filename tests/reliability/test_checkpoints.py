@@ -109,6 +109,17 @@ def test_a_damaged_or_foreign_file_is_one_message_naming_it(trained, kind):
     assert "\n" not in message
 
 
+def test_a_damaged_file_outside_a_run_folder_is_not_offered_its_neighbours(tmp_path):
+    """Two bad files side by side outside any run folder: neither message offers the other as "another checkpoint
+    of the run"."""
+    for name in ("trunc.ckpt", "text.ckpt"):
+        (tmp_path / name).write_bytes(b"model: rsa_tiny\n")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "trunc.ckpt")
+    assert "text.ckpt" not in str(info.value)
+    assert "re-copy it, or use <run dir>/checkpoints/last.ckpt of the run that wrote it" in str(info.value)
+
+
 def test_a_missing_file_or_a_folder(trained, tmp_path):
     with pytest.raises(MissingFileError, match="nope.ckpt does not exist"):
         load_checkpoint(tmp_path / "nope.ckpt")
