@@ -19,6 +19,7 @@ https://hydra.cc/docs/tutorials/basic/running_your_app/debugging/).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -235,8 +236,18 @@ def report(err: BaseException) -> Optional[int]:
     if os.environ.get(FULL_ERROR_ENV) == "1":
         traceback.print_exception(err)
     where = f"\n(full traceback in {files[0]}; HYDRA_FULL_ERROR=1 prints it here)" if files else ""
-    print(f"error: {text}{where}", file=sys.stderr, flush=True)
+    _print_above_bars(f"error: {text}{where}")
     return code
+
+
+def _print_above_bars(text: str) -> None:
+    """Prints ``text`` on stderr on a line of its own, last: the progress bars of a run that failed inside an epoch
+    are closed first (they end their line), so the message never continues a bar's line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        with contextlib.suppress(Exception):  # a bar that cannot be closed must not hide the message
+            bar.close()
+    print(text, file=sys.stderr, flush=True)
 
 
 def _rank() -> int:

@@ -86,7 +86,8 @@ class SkippedSamplesMonitor(Callback):
         size = self._split_size.get(split)
         if size and len(skipped) > self.max_skipped_fraction * size:
             raise TooManySkippedVideosError(
-                f"{len(skipped)} distinct {split} videos failed to decode, more than max_skipped_fraction="
+                f"{len(skipped)} distinct {split} videos failed to decode in the batches read so far (DataLoader "
+                "workers decoding ahead may have warned of more), more than max_skipped_fraction="
                 f"{self.max_skipped_fraction} of the {size} videos of the split: "
                 f"{describe_skipped({i: self.reasons.get(i, '') for i in skipped})}. Fix or replace these files, or "
                 "leave them out (python -m rsa_lightning.tools.scan_videos writes an exclusion list for them)"

@@ -261,10 +261,21 @@ def reference_frames(path: Union[str, Path], indices: np.ndarray) -> tuple[int, 
 # decord
 
 
+@functools.lru_cache(maxsize=1)
+def _quiet_decord() -> None:
+    """decord's FFmpeg logs nothing (its "moov atom not found" and alike reached the console once per read and
+    process, beside the one warning naming the file and the reason that every failed read gets). decord's own C++
+    "ERROR opening" line is written to stderr directly and cannot be turned off."""
+    import decord.logging
+
+    decord.logging.set_level(decord.logging.QUIET)
+
+
 def open_decord(path: Path, num_threads: int):
     """A fresh ``decord.VideoReader`` of ``path``."""
     import decord
 
+    _quiet_decord()
     return decord.VideoReader(str(path), num_threads=num_threads)
 
 

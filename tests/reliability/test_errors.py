@@ -366,3 +366,25 @@ def test_train_py_refuses_an_earlier_runs_folder_and_leaves_every_file_of_it_unc
     assert written == files
     assert [p.name for p in claimed.iterdir()] == [".rsa_run"]
     assert not (tmp_path / "logs").exists()
+
+
+def test_the_error_message_ends_the_progress_bar_line_first(capsys):
+    """A run failing inside an epoch: its bar is closed (its line ended) before ``error: ...``, which is last."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=5, file=sys.stdout, desc="Epoch 1/1")
+    bar.update(1)
+    assert errors.report(errors.ConfigError("data.x is wrong: fix it")) == 2
+    out, err = capsys.readouterr()
+    assert "Epoch 1/1" in out and out.endswith("\n")
+    assert err.startswith("error: data.x is wrong: fix it")
+
+
+def test_decords_ffmpeg_messages_do_not_reach_the_console(tmp_path, capfd):
+    from rsa_lightning.data.video_io import open_decord
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(Exception):  # noqa: B017 - decord raises its own error types
+        open_decord(garbage, num_threads=1)
+    assert "moov atom not found" not in capfd.readouterr().err
