@@ -27,6 +27,7 @@ Hydra creates it, with one message instead of Hydra's traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -695,5 +696,7 @@ def unwritable_reason(folder: Path) -> Optional[str]:
     try:
         Path(tempfile.mkdtemp(prefix=".rsa_write_check_", dir=existing)).rmdir()
     except OSError as err:
-        return f"{existing} is not writable ({err.strerror})"
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{existing} is not writable ({err.strerror})"
+        return f"no folder can be created in {existing} ({err.strerror})"  # e.g. /proc, /sys
     return None

@@ -236,10 +236,13 @@ class VideoDataset(Dataset):
             what = f"{len(failures)} consecutive videos of {split} starting at {start} failed to decode"
         listed = "; ".join(reason for _, reason in failures[:_LISTED_FAILURES])
         more = f"; and {len(failures) - _LISTED_FAILURES} more" if len(failures) > _LISTED_FAILURES else ""
-        return UndecodableVideosError(
-            f"{what}: {listed}{more}. Fix or replace these files, or leave them out "
-            "(python -m rsa_lightning.tools.scan_videos writes an exclusion list)"
+        fix = (
+            "Fix or replace the file (python -m rsa_lightning.tools.reencode_videos rewrites a video other tools play)"
+            if total == 1
+            else "Fix or replace these files, or leave them out (python -m rsa_lightning.tools.scan_videos writes an "
+            "exclusion list)"
         )
+        return UndecodableVideosError(f"{what}: {listed}{more}. {fix}")
 
     def __getitem__(self, index: int | SampleKey) -> dict:
         index, seed = index if isinstance(index, SampleKey) else (index, None)

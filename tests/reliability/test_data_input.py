@@ -326,10 +326,11 @@ def test_a_one_video_split_says_its_video_failed_and_why(tmp_path):
     ds = dataset([record(tmp_path / "only.mp4")])
     message = refused(lambda: ds[0], UndecodableVideosError)
     assert message.startswith(f"the only video of the train split failed to decode: {tmp_path / 'only.mp4'}: ")
-    assert "zero-byte" in message and "consecutive" not in message and "scan_videos" in message
+    assert "zero-byte" in message and "consecutive" not in message and "Fix or replace the file" in message
     (tmp_path / "second.mp4").write_bytes(b"junk" * 100)
     ds = dataset([record(tmp_path / "only.mp4"), record(tmp_path / "second.mp4")])
     message = refused(lambda: ds[1], UndecodableVideosError, r"^all 2 videos of the train split failed to decode: ")
+    assert "scan_videos writes an exclusion list" in message
     assert f"{tmp_path / 'second.mp4'}: " in message and f"{tmp_path / 'only.mp4'}: zero-byte" in message
     # more videos than retries: the consecutive ones tried, named
     for i in range(4):
