@@ -352,6 +352,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     members: list[FusedScores] = []
     class_names: list[str] = []
     used_frames: list[int] = []
+    readers: dict[str, list[str]] = {"backend": [], "sampler": []}  # per checkpoint, as num_frames
     for i, (path, num_frames) in enumerate(zip(paths, frames)):
         checkpoint = first if i == 0 else load_checkpoint(path)
         own_views = run_views(run_config(checkpoint), cfg.split)
@@ -413,6 +414,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         check_same_classes(class_names, names, paths[0], path)
         members.append(fused)
         used_frames.append(num_frames)
+        for key, used in readers.items():  # which decoder and sampler read the videos (data/backend=, data/sampler=)
+            used.append(str(OmegaConf.select(run_cfg, f"data.{key}._target_", default=None)).rsplit(".", 1)[-1])
         del checkpoint
         first = None
     result = ensemble(members)
@@ -429,6 +432,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "fusion": fusion,
         "checkpoints": paths,
         "num_frames": used_frames,
+        "backend": readers["backend"],
+        "sampler": readers["sampler"],
         "skipped_videos": result.skipped,
     }
     scores, confusion = score_videos(result.scores, result.labels)

@@ -4,6 +4,7 @@ train.py; a backend that cannot read the split is refused before any work."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,11 +79,14 @@ def test_eval_decodes_with_the_backend_named_on_the_command_line(trained, tmp_pa
     reads.update(decord=0, pyav=0)
     metrics = run_eval(trained["ckpt"], tmp_path / "pyav", "data/backend=pyav")
     assert reads == {"decord": 0, "pyav": 10} and metrics["num_videos"] == 10
+    recorded = json.loads((tmp_path / "pyav" / "metrics_val.json").read_text())  # the run folder says which
+    assert recorded["backend"] == ["PyAVBackend"] and recorded["sampler"] == ["SegmentSampler"]
 
 
 def test_eval_samples_with_the_sampler_named_on_the_command_line(trained, tmp_path):
     run_eval(trained["ckpt"], tmp_path / "segment")
     run_eval(trained["ckpt"], tmp_path / "dense", "data/sampler=dense")
+    assert json.loads((tmp_path / "dense" / "metrics_val.json").read_text())["sampler"] == ["DenseSampler"]
     segment = torch.load(tmp_path / "segment" / "scores_val.pt", weights_only=True)["scores"]
     dense = torch.load(tmp_path / "dense" / "scores_val.pt", weights_only=True)["scores"]
     assert segment.shape == dense.shape and not torch.allclose(segment, dense), "other frames, other scores"
