@@ -16,6 +16,7 @@ functions and plain values (paths, dataclasses), never open decoders.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from multiprocessing.context import BaseContext
 
 # Every module whose functions run in these pools: imported once by the fork server, inherited by each worker.
@@ -35,5 +36,8 @@ def worker_context() -> BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_MODULES))  # takes effect when the server starts (first pool)
+    # takes effect when the server starts (first pool). The module run as the program (``python -m <tool>``) is left
+    # out: the server runs it as ``__mp_main__`` itself, and importing it under its name first made runpy warn
+    main = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    context.set_forkserver_preload([name for name in WORKER_MODULES if name != main])
     return context
