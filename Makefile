@@ -61,11 +61,16 @@ train: install
 eval: install
 	$(PY) eval.py $(ARGS)
 
+# the suite runs in TEST_WORKERS processes (pytest-xdist), a test file per process at a time (its module fixtures
+# made once); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
+TEST_DIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(TEST_DIST) $(PYTEST_ARGS)
 
 test-all: install
-	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "" $(TEST_DIST) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check rsa_lightning tests benchmarks train.py eval.py
