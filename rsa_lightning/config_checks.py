@@ -655,7 +655,7 @@ def check_new_run_dir(output_dir: Path) -> None:
     would be replaced): ``ConfigError`` pointing to ``resume=`` when ``output_dir`` holds a run's config, checkpoints
     or the claim of another process (``hydra.run.dir=`` or ``RSA_RUN_NAME`` naming an existing run)."""
     names = [CONFIG_FILE, "checkpoints"]
-    if output_dir.absolute() not in _claimed:
+    if Path(os.path.abspath(output_dir)) not in _claimed:  # abspath, as Hydra's runtime.output_dir
         names.append(RUN_CLAIM_FILE)
     found = [name for name in names if (output_dir / name).exists()]
     if not found:
@@ -674,7 +674,7 @@ def claim_new_run_dir(folder: Path, environ: Optional[Mapping[str, str]] = None)
     environ = os.environ if environ is None else environ
     if not is_launched_as_rank_zero(environ) or int(environ.get("SLURM_RESTART_COUNT") or 0) >= 1:
         return
-    folder = folder.absolute()
+    folder = Path(os.path.abspath(folder))  # as Hydra makes hydra.runtime.output_dir (``..`` resolved)
     check_new_run_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
