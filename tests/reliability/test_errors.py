@@ -388,3 +388,20 @@ def test_decords_ffmpeg_messages_do_not_reach_the_console(tmp_path, capfd):
     with pytest.raises(Exception):  # noqa: B017 - decord raises its own error types
         open_decord(garbage, num_threads=1)
     assert "moov atom not found" not in capfd.readouterr().err
+
+
+def test_the_claimed_folder_is_this_runs_own_however_it_was_spelt(tmp_path):
+    """``hydra.run.dir=<x>/a/../run``: the folder claimed before Hydra starts is the run's own output folder (Hydra
+    resolves the ``..``), not an earlier run; a folder claimed by another process is one."""
+    from rsa_lightning.config_checks import RUN_CLAIM_FILE, check_new_run_dir, claim_new_run_dir
+    from rsa_lightning.errors import ConfigError
+
+    claim_new_run_dir(tmp_path / "a" / ".." / "run", environ={})
+    assert (tmp_path / "run" / RUN_CLAIM_FILE).is_file()
+    check_new_run_dir(tmp_path / "run")  # this process's own claim
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / RUN_CLAIM_FILE).touch()
+    with pytest.raises(ConfigError, match=r"folder of an earlier run \(\.rsa_run\)"):
+        claim_new_run_dir(tmp_path / "other", environ={})
+    claim_new_run_dir(tmp_path / "other", environ={"LOCAL_RANK": "1"})  # DDP rank 1 shares rank 0's folder
+    claim_new_run_dir(tmp_path / "other", environ={"SLURM_RESTART_COUNT": "1"})  # a requeued job continues it
