@@ -15,14 +15,6 @@ import torch  # noqa: F401  (imported before decord, as in the library)
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-# `make test` runs the suite in pytest-xdist worker processes (one per core by default): each computes with its share
-# of the cores, and so do the processes it starts, instead of every worker using them all at once
-_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
-if os.environ.get("PYTEST_XDIST_WORKER") and _XDIST_WORKERS > 1:
-    _THREADS = max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)
-    torch.set_num_threads(_THREADS)
-    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
-
 
 @pytest.fixture(scope="module", autouse=True)
 def free_decoders_before_later_forks():
