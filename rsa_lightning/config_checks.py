@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from rsa_lightning.errors import ConfigError, report
 from rsa_lightning.resume import CONFIG_FILE
@@ -203,7 +203,9 @@ def _check_data_sizes(data: Mapping[str, Any]) -> None:
         if key in data:
             _positive_int(f"data.{key}", data[key], example)
     timeout = data.get("decode_timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+    ):
         raise ConfigError(
             f"data.decode_timeout must be a positive number of seconds or null, got {timeout!r}: e.g. "
             "data.decode_timeout=60 (a video that takes longer to decode is skipped), or null for no limit"
@@ -272,7 +274,7 @@ def _check_optimizer(model: Mapping[str, Any]) -> None:
     if not isinstance(optimizer, Mapping) or "lr" not in optimizer:
         return
     lr = optimizer["lr"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"model.optimizer.lr must be a positive number, got {lr!r}: e.g. model.optimizer.lr=0.02")
 
 
@@ -419,15 +421,16 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
 
 
 def _check_epochs(trainer: Mapping[str, Any]) -> None:
-    """``trainer.max_epochs``: a positive integer, or -1 (no limit, as Lightning defines it: training then ends at
-    ``trainer.max_steps`` or never); 0 would train nothing and still report the untrained model."""
-    epochs = trainer.get("max_epochs")
-    if epochs is None or epochs == -1 and not isinstance(epochs, bool):
+    """``trainer.max_epochs``: a positive integer. The learning-rate schedule is laid over the whole run, so it needs
+    its length: null (Lightning's 1000 epochs) and -1 (no limit) are refused too; 0 would train nothing and still
+    report the untrained model."""
+    if "max_epochs" not in trainer:
         return
+    epochs = trainer.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(
-            f"trainer.max_epochs must be a positive integer (or -1: no limit), got {epochs!r}: e.g. "
-            "trainer.max_epochs=18"
+            f"trainer.max_epochs must be a positive integer (the schedule spans the whole run), got {epochs!r}: "
+            "e.g. trainer.max_epochs=18"
         )
 
 
@@ -626,13 +629,32 @@ class RunDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
+        if "resume" in config:  # a training sweep: its jobs must not land in an earlier sweep's job folders
+            sweep_dir = Path(os.path.abspath(str(OmegaConf.select(config, "hydra.sweep.dir"))))
+            earlier = sorted(p.name for p in sweep_dir.glob("*") if p.is_dir() and _holds_a_run(p))
+            if earlier:
+                sys.exit(
+                    report(
+                        ConfigError(
+                            f"hydra.sweep.dir={sweep_dir} holds an earlier sweep's runs (job folders "
+                            f"{', '.join(earlier[:5])}{', ...' if len(earlier) > 5 else ''}): its jobs would replace "
+                            "their files. Start the sweep in another folder, or continue a job with "
+                            f"python train.py resume={sweep_dir / earlier[0]}"
+                        )
+                    )
+                    or 2
+                )
 
     @staticmethod
     def _check(config: DictConfig, key: str) -> None:
         try:
             folder = str(OmegaConf.select(config, key))
             log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
-        except Exception:  # noqa: BLE001  (an interpolation only Hydra can resolve: Hydra reports it its way)
+        except InterpolationResolutionError as err:  # e.g. paths.log_dir=${oc.env:SCRATCH}/logs, SCRATCH unset
+            if "HydraConfig" in str(err):  # an interpolation only Hydra can resolve: Hydra reports it its way
+                return
+            sys.exit(report(_unresolved_folder(config, key, err)) or 2)
+        except Exception:  # noqa: BLE001  (anything else: Hydra reports it its way)
             return
         problem = unwritable_reason(Path(folder))
         if problem is None:
@@ -644,10 +666,34 @@ class RunDirCheck(Callback):
         sys.exit(code or 2)
 
 
+def _unresolved_folder(config: DictConfig, key: str, err: Exception) -> ConfigError:
+    """The message for a run folder whose interpolation does not resolve: the key the command line set that fails
+    (``paths.log_dir``, ``task_name``, the folder's own key), else the folder's key."""
+    overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+    overrides += [str(o) for o in OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)]
+    named = set(overridden_keys(overrides))
+    failing = key
+    for candidate in ("paths.log_dir", "task_name", "paths.root_dir", key):
+        if candidate not in named:
+            continue
+        try:
+            OmegaConf.select(config, candidate)
+        except InterpolationResolutionError:
+            failing = candidate
+            break
+    reason = str(getattr(err, "msg", None) or err).splitlines()[0]
+    return ConfigError(f"{failing} cannot be resolved: {reason}; fix or override {failing}=...")
+
+
 # Created, exclusively, in a new training run's folder by the process that starts it, before Hydra writes anything
 # there; so of two runs started at once in one folder (the same RSA_RUN_NAME) the second is refused untouched.
 RUN_CLAIM_FILE = ".rsa_run"
 _claimed: set[Path] = set()
+
+
+def _holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` is (or was started as) a training run's folder: its config, checkpoints or claim."""
+    return any((folder / name).exists() for name in (CONFIG_FILE, "checkpoints", RUN_CLAIM_FILE))
 
 
 def check_new_run_dir(output_dir: Path) -> None:

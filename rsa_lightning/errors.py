@@ -228,7 +228,7 @@ def report(err: BaseException) -> Optional[int]:
     if code == INTERRUPTED_EXIT:  # not an error: the run stopped as asked, and says how to go on
         _log_to_files(logging.WARNING, text)
         if _rank() == 0:
-            print(text, file=sys.stderr, flush=True)
+            _print_above_bars(text)
         return code
     files = log_traceback_to_files(err, f"error: {text}")
     if _rank() != 0:  # rank 0 prints the message (every rank logs and exits with the code)

@@ -274,10 +274,11 @@ def probe_orientation_cached(path: str) -> Orientation:
 
 
 # pixel formats decord and torchcodec convert to RGB exactly as the reference does, at every size / at even heights
-# only (libswscale's unscaled converter; see the module docstring); decord also these three (torchcodec not always)
+# only (libswscale's unscaled converter; see the module docstring)
 _RGB_EXACT = frozenset({"yuv444p", "yuvj444p", "yuv444p10le", "gray", "gray16le", "rgb24", "rgba", "bgr0"})
 _RGB_EXACT_EVEN_HEIGHT = frozenset({"yuv420p", "yuvj420p", "yuva420p", "yuv422p"})
-_RGB_EXACT_DECORD = _RGB_EXACT | {"yuv411p", "yuvj422p", "yuv422p10le"}
+# (yuv411p, yuvj422p and yuv422p10le measured exact in some codecs only: 10-bit 4:2:2 H.264 was up to 82/255 off)
+_RGB_EXACT_DECORD = _RGB_EXACT
 
 
 def rgb_conversion_risk(pix_fmt: Optional[str], height: int, decoder: str = "decord") -> Optional[str]:

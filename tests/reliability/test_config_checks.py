@@ -171,8 +171,12 @@ BAD_VALUES = {
     "start_checkpoint_absent": (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path=/nonexistent/last.ckpt does not"),
     "label_smoothing_above_1": (["model.label_smoothing=2"], "model.label_smoothing must be a number in [0, 1), got 2"),
     "label_smoothing_text": (["model.label_smoothing=abc"], "model.label_smoothing must be a number in [0, 1), got"),
-    "max_epochs_text": (["trainer.max_epochs=abc"], "trainer.max_epochs must be a positive integer (or -1: no"),
+    "max_epochs_text": (["trainer.max_epochs=abc"], "trainer.max_epochs must be a positive integer (the schedule"),
     "max_epochs_zero": (["trainer.max_epochs=0"], "got 0: e.g. trainer.max_epochs=18"),
+    "max_epochs_unlimited": (["trainer.max_epochs=-1"], "got -1: e.g. trainer.max_epochs=18"),
+    "max_epochs_null": (["trainer.max_epochs=null"], "got None: e.g. trainer.max_epochs=18"),
+    "lr_infinite": (["model.optimizer.lr=inf"], "model.optimizer.lr must be a positive number, got inf"),
+    "decode_timeout_infinite": (["+data.decode_timeout=inf"], "data.decode_timeout must be a positive number of"),
     "num_clips_zero": (["data.num_clips=0"], "data.num_clips must be a positive integer, got 0: e.g. data.num_clips="),
     "decode_timeout_negative": (["+data.decode_timeout=-1"], "data.decode_timeout must be a positive number of"),
     "interpolation_unresolved": (["seed=${oc.env:RSA_TEST_UNSET_VARIABLE}"], "seed cannot be resolved: KeyError"),
@@ -341,7 +345,12 @@ def _unwritable_log_dir(kind: str, tmp_path: Path) -> Path | None:
 
 UNKNOWN = ["model=nope", "data.nope=1", "data=nope"]
 # an override whose interpolation does not resolve, as typed on a cluster (an unset variable, a misspelt key)
-UNRESOLVED = {"data.root=${oops}": "data.root", "seed=${oc.env:RSA_TEST_UNSET_VARIABLE}": "seed"}
+UNRESOLVED = {
+    "data.root=${oops}": "data.root",
+    "seed=${oc.env:RSA_TEST_UNSET_VARIABLE}": "seed",
+    # the run folder's own keys are resolved by Hydra before any task: a traceback, exit 1, before
+    "paths.log_dir=${oc.env:RSA_TEST_UNSET_VARIABLE}/logs": "paths.log_dir",
+}
 WITHOUT_ROOT = ["ssv2", "list"]
 UNWRITABLE = ["file", "permission"]
 

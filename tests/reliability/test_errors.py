@@ -390,6 +390,27 @@ def test_decords_ffmpeg_messages_do_not_reach_the_console(tmp_path, capfd):
     assert "moov atom not found" not in capfd.readouterr().err
 
 
+def test_a_sweep_into_an_earlier_sweeps_folder_is_refused_before_any_job_writes(tmp_path):
+    """``-m ... hydra.sweep.dir=<an earlier sweep>``: its job folders would be the earlier jobs' (0, 1, ...); refused
+    before the first job, whose result.json, .hydra/ and train.log were rewritten before."""
+    sweep = tmp_path / "sweep"
+    files = {"0/config_resolved.yaml": "seed: 1\n", "0/result.json": '{"status": "completed"}\n', "0/train.log": "x\n"}
+    for name, text in files.items():
+        (sweep / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / name).write_text(text)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+        + [f"paths.log_dir={tmp_path / 'logs'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: hydra.sweep.dir={sweep} holds an earlier sweep's runs (job folders 0)" in result.stderr
+    assert f"resume={sweep / '0'}" in result.stderr and "Traceback" not in result.stderr
+    assert {str(p.relative_to(sweep)): p.read_text() for p in sweep.rglob("*") if p.is_file()} == files
+
+
 def test_the_claimed_folder_is_this_runs_own_however_it_was_spelt(tmp_path):
     """``hydra.run.dir=<x>/a/../run``: the folder claimed before Hydra starts is the run's own output folder (Hydra
     resolves the ``..``), not an earlier run; a folder claimed by another process is one."""
