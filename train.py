@@ -38,6 +38,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
     from pytorch_lightning.utilities import rank_zero_only
 
+    from rsa_lightning.config_checks import RunInUse
     from rsa_lightning.train import train, write_result
     from rsa_lightning.utils import console
 
@@ -64,7 +65,10 @@ def main(cfg: DictConfig) -> float | None:
             raise
         if classify(err) is None:  # a bug: the traceback on the console and in this job's train.log
             log.exception("training failed")
-        write_result(output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err)
+        if not isinstance(err, RunInUse):  # the folder's result.json is the running process's
+            write_result(
+                output_dir / "result.json", status="failed", cfg=cfg, overrides=overrides, start=start, error=err
+            )
         if multirun and classify(err) != INTERRUPTED_EXIT:  # the sweep goes on (Optuna marks the trial failed)
             if classify(err) is not None:  # its summary lists the failure at the end
                 log_traceback_to_files(err, f"error: {message(err)}")

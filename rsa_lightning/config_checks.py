@@ -27,6 +27,7 @@ Hydra creates it, with one message instead of Hydra's traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -35,7 +36,7 @@ import re
 import sys
 import tempfile
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -728,6 +729,41 @@ def claim_new_run_dir(folder: Path, environ: Optional[Mapping[str, str]] = None)
     except FileExistsError:  # another process claimed it since the check
         check_new_run_dir(folder)
     _claimed.add(folder)
+
+
+class RunInUse(ConfigError):
+    """Another process is training the run folder right now (:func:`run_lock`): nothing of the folder is this
+    process's to write, ``result.json`` included."""
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path, environ: Optional[Mapping[str, str]] = None) -> Iterator[None]:
+    """Held by the first process of a training run while it trains: an exclusive ``flock`` on the run folder's
+    :data:`RUN_CLAIM_FILE` (released by the kernel however the process ends, ``kill -9`` included). A second process
+    training the same folder at the same time (``resume=`` of a run that is still running, a resubmitted job) gets
+    ``ConfigError`` instead of writing the same checkpoints and logs. Nothing where ``fcntl`` does not exist."""
+    environ = os.environ if environ is None else environ
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is None or not is_launched_as_rank_zero(environ):
+        yield
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output_dir / RUN_CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUse(
+                f"{output_dir} is being trained right now by another process (it holds {RUN_CLAIM_FILE}): two "
+                f"processes would write the same checkpoints and logs. Wait for it to end (or stop it: it saves and "
+                f"stops on SIGTERM), then continue with resume={output_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def unwritable_reason(folder: Path) -> Optional[str]:

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from rsa_lightning.callbacks.nonfinite import TrainingDiverged
 from rsa_lightning.callbacks.progress import with_progress_bar
-from rsa_lightning.config_checks import check_new_run_dir, check_train_config
+from rsa_lightning.config_checks import check_new_run_dir, check_train_config, run_lock
 from rsa_lightning.data.datamodule import check_backend_reads
 from rsa_lightning.errors import CheckpointError
 from rsa_lightning.evaluation.checkpoints import read_checkpoint
@@ -158,7 +158,8 @@ def train(cfg: DictConfig, overrides: Optional[Sequence[str]] = None) -> dict[st
     environ_before = dict(os.environ)
     failed = True
     try:
-        metrics = _fit(cfg, config, output_dir, start)
+        with run_lock(output_dir):  # no second process trains this folder meanwhile (a resume= of a running run)
+            metrics = _fit(cfg, config, output_dir, start)
         failed = False
         return metrics
     finally:

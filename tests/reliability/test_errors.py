@@ -426,3 +426,31 @@ def test_the_claimed_folder_is_this_runs_own_however_it_was_spelt(tmp_path):
         claim_new_run_dir(tmp_path / "other", environ={})
     claim_new_run_dir(tmp_path / "other", environ={"LOCAL_RANK": "1"})  # DDP rank 1 shares rank 0's folder
     claim_new_run_dir(tmp_path / "other", environ={"SLURM_RESTART_COUNT": "1"})  # a requeued job continues it
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
+    """``resume=`` of a run that is still training (a resubmitted job): refused while the first process holds the
+    folder; the lock goes with the process (however it ends), and the refusal writes nothing of the folder's."""
+    from rsa_lightning.config_checks import RunInUse, run_lock
+
+    script = (
+        "import sys, time; from pathlib import Path; from rsa_lightning.config_checks import run_lock\n"
+        "with run_lock(Path(sys.argv[1]), environ={}):\n    print('held', flush=True); time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = r"is being trained right now by another process .*resume="
+        with pytest.raises(RunInUse, match=refused), run_lock(tmp_path / "run", environ={}):
+            pass
+        with run_lock(tmp_path / "run", environ={"LOCAL_RANK": "1"}):  # the other DDP processes share it
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path / "run", environ={}):  # killed: the kernel released it
+        pass
+    with run_lock(tmp_path / "run", environ={}):  # and this process released it on leaving the block
+        pass
