@@ -36,8 +36,14 @@ def worker_context() -> BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    # takes effect when the server starts (first pool). The module run as the program (``python -m <tool>``) is left
-    # out: the server runs it as ``__mp_main__`` itself, and importing it under its name first made runpy warn
+    # takes effect when the server starts (first pool). A tool run as the program (``python -m <tool>``) is run again
+    # as ``__mp_main__`` in every worker; had the server imported it under its name (itself, or through a tool that
+    # imports it: reencode_videos -> extract_frames -> scan_videos), runpy warned once per worker. So then only the
+    # worker modules the tool itself imported are preloaded (none of them imports it).
     main = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
-    context.set_forkserver_preload([name for name in WORKER_MODULES if name != main])
+    if main in WORKER_MODULES:
+        preload = [name for name in WORKER_MODULES if name != main and name in sys.modules]
+    else:
+        preload = list(WORKER_MODULES)
+    context.set_forkserver_preload(preload)
     return context
