@@ -273,7 +273,9 @@ def test_handler_clears_an_active_tqdm_bar_before_a_record(monkeypatch):
     monkeypatch.setattr(sys, "stdout", out)
     handler = console.ProgressBarAwareHandler(sys.stdout)  # looked up at each write: the StringIO
     handler.setFormatter(logging.Formatter("[rec] %(message)s"))
-    bar = tqdm(total=10, file=sys.stdout, ncols=60, desc="Epoch 1/2", mininterval=0)
+    # position=0: a bar another test left open in this process (pytest-xdist runs several files in one) must not
+    # move this one to the second line
+    bar = tqdm(total=10, file=sys.stdout, ncols=60, desc="Epoch 1/2", mininterval=0, position=0)
     try:
         bar.update(3)
         handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None))
