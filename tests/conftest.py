@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,18 @@ def free_decoders_before_later_forks():
     Collect them here, in this process."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_progress_bars_left_open():
+    """After every test module: progress bars a test left open (a training that raised inside an epoch) are closed,
+    so the next module, in whatever process pytest-xdist runs it, starts without them (an open bar moves new bars to
+    a lower line and is cleared with every log record)."""
+    yield
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        with contextlib.suppress(Exception):  # its file may be closed
+            bar.close()
 
 
 class Background:
